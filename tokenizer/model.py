@@ -219,6 +219,9 @@ class FlowMo(nn.Module):
 
         if isinstance(config, str):
             config = FlowMoConfig.preset(config)
+        if isinstance(path_or_state_dict, (str, os.PathLike)) and not Path(path_or_state_dict).is_file():
+            raise FileNotFoundError(f"FlowMo checkpoint {path_or_state_dict} not found. Download the released "
+                                    "flowmo_lo.pth / flowmo_hi.pth and pass its local path.")
         model = cls(config)
         model.load_state_dict(load_official_state_dict(path_or_state_dict, model, weights=weights,
                                                        map_location=map_location))
