@@ -1,0 +1,41 @@
+"""`python -m app`: the web demo (settings in configs/app.yaml, `key=value` overrides, `--help`)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+def _path(value: str | None) -> str | None:
+    from hydra.utils import to_absolute_path
+
+    return to_absolute_path(str(value)) if value not in (None, "") else None
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="app")
+def main(cfg: DictConfig) -> None:
+    # Heavy imports after argument parsing so `--help` and typos answer at once.
+    from .limits import DemoLimits
+    from .pipeline import DEFAULT_WEIGHTS_DIR, DemoPipeline, DemoSettings
+    from .ui import SamplingDefaults, build_demo, launch
+
+    limits = DemoLimits.from_mapping(OmegaConf.to_container(cfg.limits))
+    settings = DemoSettings(
+        device=cfg.device, dtype=cfg.dtype, limits=limits, lpips_net=cfg.lpips.net,
+        lpips_weights=_path(cfg.lpips.weights), allow_random_lpips=cfg.lpips.allow_random,
+        inception_weights=_path(cfg.evaluate.inception_weights),
+        allow_random_inception=cfg.evaluate.allow_random_weights,
+        eval_reference=_path(cfg.evaluate.reference), eval_reference_split=cfg.evaluate.reference_split,
+        eval_max_reference_images=cfg.evaluate.max_reference_images, work_dir=_path(cfg.work_dir))
+    pipeline = DemoPipeline.load(
+        _path(cfg.tokenizer.checkpoint), cfg.tokenizer.preset, _path(cfg.generator.maskgit), _path(cfg.generator.ar),
+        weights_dir=_path(cfg.weights_dir) or DEFAULT_WEIGHTS_DIR, settings=settings)
+    print(pipeline.status(), flush=True)
+    demo = build_demo(pipeline, SamplingDefaults.from_mapping(OmegaConf.to_container(cfg.sampling)),
+                      model_picker=cfg.model_picker)
+    launch(demo, host=cfg.host, port=cfg.port, concurrency=cfg.concurrency, queue_size=cfg.queue_size,
+           max_upload_mb=limits.max_upload_mb, share=cfg.share, open_browser=cfg.open_browser)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,598 @@
+"""DemoPipeline: everything the demo does, as plain Python the tests call directly.
+
+Load a FlowMo tokenizer and class-conditional generators (the embedded digits models in
+``app/weights/`` by default, or any checkpoint a user points at), then generate, reconstruct,
+edit tokens and evaluate. No Gradio here: ``app/ui.py`` only wires these functions to widgets.
+
+Every user-facing input is checked against :class:`~app.limits.DemoLimits`; bad input raises
+``ValueError`` (or a subclass) with a message meant for the person at the browser.
+Long work reports through ``progress(fraction, message)`` callbacks.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .limits import DemoLimits, check_float, check_int
+from .visualize import metrics_bar_plot
+
+APP_DIR = Path(__file__).resolve().parent
+DEFAULT_WEIGHTS_DIR = APP_DIR / "weights"
+EXAMPLES_DIR = APP_DIR / "examples"
+
+GENERATOR_LABELS = {"maskgit": "MaskGIT", "ar": "AR"}  # config.model -> name shown in the UI
+TOKEN_OPERATIONS = ("swap", "randomize", "mix")
+DISPLAY_MIN_SIZE = 128  # grids show digits-sized images at least this large
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+ProgressFn = Callable[[float, str], None]
+MIN_EVAL_SAMPLES = 10  # Inception Score uses 10 splits
+EVAL_METRIC_LABELS = {"fid": "gFID", "isc_mean": "IS", "precision": "precision", "recall": "recall",
+                      "kid_mean": "KID"}
+DIGIT_CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+# ---------------------------------------------------------------------------- settings and models
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything about the demo that is not a model: devices, limits, metric backbones."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (CUDA only)
+    limits: DemoLimits = field(default_factory=DemoLimits)
+    lpips_net: str = "alex"  # alex | vgg
+    lpips_weights: str | None = None  # torchvision backbone .pth for LPIPS; None: LPIPS unavailable
+    allow_random_lpips: bool = False  # random backbone: LPIPS shown, marked UNCALIBRATED
+    inception_weights: str | None = None  # torch-fidelity Inception .pth for gFID
+    allow_random_inception: bool = True  # the demo's Evaluate tab works offline, every number UNCALIBRATED
+    eval_reference: str | None = None  # folder of real images or reference-statistics .npz; None: digits
+    eval_reference_split: str = "val"  # split of a dataset reference (the digits default)
+    eval_max_reference_images: int | None = None
+    work_dir: str | None = None  # evaluation outputs, prompt vocabularies; None: a temporary directory
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"device={self.device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} requested but CUDA is not available; use device=cpu")
+        return device
+
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; choose one of {sorted(DTYPES)}")
+        if self.dtype == "float16" and self.torch_device().type != "cuda":
+            raise ValueError("dtype=float16 needs a CUDA device; use float32 or bfloat16 on CPU")
+        return DTYPES[self.dtype]
+
+
+@dataclass(frozen=True)
+class LoadedModels:
+    """One consistent set of models; requests take a snapshot so a reload never mixes sets."""
+
+    tokenizer: Any  # tokenizer.FlowMo
+    tokenizer_source: str
+    generators: dict[str, Any]  # "maskgit" / "ar" -> generator model
+    generator_sources: dict[str, str]
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def for_display(images: Tensor, min_size: int = DISPLAY_MIN_SIZE) -> Tensor:
+    """Upscale small images (B, 3, H, W) by an integer factor (nearest) so pixels stay visible."""
+    factor = -(-min_size // images.shape[-1])
+    if factor <= 1:
+        return images
+    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def _count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _load_tokenizer(path: str | Path, preset: str | None, device: torch.device, dtype: torch.dtype):
+    from tokenizer import load_flowmo
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"tokenizer checkpoint {path} not found (set tokenizer.checkpoint=<dir or .pth>)")
+    return load_flowmo(path, config=preset or None).to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def _load_generator(path: str | Path, slot: str, tokenizer, device: torch.device, dtype: torch.dtype):
+    from generator import load_generator
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{GENERATOR_LABELS[slot]} checkpoint {path} not found "
+                                f"(set generator.{slot}=<dir> or leave it empty)")
+    model = load_generator(path)
+    config = model.config
+    if config.model != slot:
+        raise ValueError(f"{path} holds a {GENERATOR_LABELS.get(config.model, config.model)} generator, "
+                         f"not {GENERATOR_LABELS[slot]}: pass it as generator.{config.model}=...")
+    try:
+        model.check_tokenizer(tokenizer.config)
+    except ValueError as error:
+        raise ValueError(f"{GENERATOR_LABELS[slot]} generator {path} does not fit the loaded tokenizer "
+                         f"({error}): load the tokenizer it was trained with") from None
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | None = None,
+                maskgit: str | Path | None = None, ar: str | Path | None = None, *,
+                weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, settings: DemoSettings | None = None) -> LoadedModels:
+    """Load a tokenizer and up to two generators.
+
+    With no tokenizer path, everything comes from ``weights_dir`` (the embedded digits
+    models: ``tokenizer/``, ``maskgit/``, ``ar/``). With a tokenizer path, only the generators
+    given are loaded; none is fine (Reconstruct and Tokens still work).
+    """
+    settings = settings or DemoSettings()
+    device, dtype = settings.torch_device(), settings.torch_dtype()
+    sources: dict[str, str | Path] = {}
+    if tokenizer in (None, ""):
+        weights_dir = Path(weights_dir)
+        tokenizer = weights_dir / "tokenizer"
+        if not tokenizer.is_dir():
+            raise FileNotFoundError(f"embedded demo weights not found: {tokenizer} is missing. Point the demo at "
+                                    "your models (tokenizer.checkpoint=... generator.maskgit=... generator.ar=...)")
+        if maskgit in (None, "") and ar in (None, ""):
+            sources = {slot: weights_dir / slot for slot in GENERATOR_LABELS if (weights_dir / slot).is_dir()}
+    for slot, path in (("maskgit", maskgit), ("ar", ar)):
+        if path not in (None, ""):
+            sources[slot] = path
+    flowmo = _load_tokenizer(tokenizer, tokenizer_preset, device, dtype)
+    generators = {slot: _load_generator(path, slot, flowmo, device, dtype) for slot, path in sources.items()}
+    class_lists = {slot: [model.config.class_name(i) for i in range(model.config.num_classes)]
+                   for slot, model in generators.items()}
+    if len({tuple(names) for names in class_lists.values()}) > 1:
+        raise ValueError("the generators disagree on their classes: "
+                         + "; ".join(f"{GENERATOR_LABELS[s]}: {len(n)} classes" for s, n in class_lists.items()))
+    class_names = next(iter(class_lists.values()), [])
+    return LoadedModels(tokenizer=flowmo, tokenizer_source=str(tokenizer), generators=generators,
+                        generator_sources={slot: str(path) for slot, path in sources.items()},
+                        class_names=class_names)
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass
+class GenerationResult:
+    images: Tensor  # (B, 3, H, W) in [-1, 1]
+    indices: Tensor  # (B, N) int64
+    class_ids: list[int]
+    labels: list[str]
+    grid: Image.Image  # labelled image grid
+    token_map: Image.Image  # indices as heatmaps, same layout
+    seconds: float
+
+
+@dataclass
+class ReconstructionResult:
+    original: Tensor  # (1, 3, H, W) the resized, centre-cropped input
+    reconstruction: Tensor  # (1, 3, H, W)
+    indices: Tensor  # (1, N)
+    psnr: float
+    lpips: float | None  # None: no LPIPS backbone configured
+    lpips_calibrated: bool
+    bits_per_pixel: float
+    bits: int  # bits in the token sequence of one image
+    comparison: Image.Image  # original | reconstruction
+    token_map: Image.Image
+
+    def metrics_rows(self) -> list[list[str]]:
+        """[metric, value] rows for a table; LPIPS says why it is missing or that it is uncalibrated."""
+        if self.lpips is None:
+            lpips = "unavailable (set lpips.weights=/path/to/backbone.pth, or lpips.allow_random=true)"
+        elif self.lpips_calibrated:
+            lpips = f"{self.lpips:.4f}"
+        else:
+            lpips = f"{self.lpips:.4f} UNCALIBRATED (random backbone weights)"
+        return [["PSNR (dB)", f"{self.psnr:.2f}"], ["LPIPS", lpips],
+                ["BPP", f"{self.bits_per_pixel:.4f}"], ["bits used", str(self.bits)]]
+
+
+@dataclass
+class TokenEditResult:
+    images: Tensor  # (K, 3, H, W)
+    indices: Tensor  # (K, N)
+    labels: list[str]
+    grid: Image.Image
+    token_map: Image.Image
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, float]
+    calibrated: bool
+    num_samples: int
+    seconds: float
+    rows: list[list[str]]  # [metric, value] with UNCALIBRATED marks
+    plot: Image.Image
+    grid: Image.Image | None
+    out_dir: str
+    summary: str
+
+
+# ---------------------------------------------------------------------------- the pipeline
+class DemoPipeline:
+    """The demo's operations over one set of models (swappable at run time with :meth:`reload`)."""
+
+    def __init__(self, models: LoadedModels, settings: DemoSettings | None = None):
+        self.settings = settings or DemoSettings()
+        self.limits = self.settings.limits
+        self._models = models
+        self._lock = threading.Lock()
+        self._vocabulary: Any = None
+        self._lpips: Any = None
+        self._work_dir: Path | None = Path(self.settings.work_dir) if self.settings.work_dir else None
+
+    @classmethod
+    def load(cls, tokenizer: str | None = None, tokenizer_preset: str | None = None, maskgit: str | None = None,
+             ar: str | None = None, *, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
+             settings: DemoSettings | None = None) -> "DemoPipeline":
+        settings = settings or DemoSettings()
+        return cls(load_models(tokenizer, tokenizer_preset, maskgit, ar, weights_dir=weights_dir, settings=settings),
+                   settings)
+
+    # ------------------------------------------------------------------ model set
+    @property
+    def models(self) -> LoadedModels:
+        return self._models
+
+    def reload(self, tokenizer: str | None = None, tokenizer_preset: str | None = None,
+               maskgit: str | None = None, ar: str | None = None,
+               weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> str:
+        """Load another model set (the UI's model picker); requests in flight finish on the old one."""
+        models = load_models(tokenizer, tokenizer_preset, maskgit, ar, weights_dir=weights_dir, settings=self.settings)
+        with self._lock:
+            self._models = models
+            self._vocabulary = None
+        return self.status()
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._models.class_names)
+
+    @property
+    def generator_names(self) -> list[str]:
+        """Loaded generators as shown in the UI ("MaskGIT", "AR")."""
+        return [GENERATOR_LABELS[slot] for slot in self._models.generators]
+
+    def status(self) -> str:
+        models = self._models
+        tok = models.tokenizer.config
+        parts = [f"device {self.settings.torch_device()} · {self.settings.dtype}",
+                 f"tokenizer {_count_parameters(models.tokenizer) / 1e6:.2f}M params ({models.tokenizer_source}): "
+                 f"{tok.image_size}px, {tok.num_indices} tokens × vocab {tok.vocab_size}, "
+                 f"{tok.bits_per_pixel:.4f} BPP"]
+        for slot, model in models.generators.items():
+            parts.append(f"{GENERATOR_LABELS[slot]} {_count_parameters(model) / 1e6:.2f}M params")
+        parts.append(f"{models.num_classes} classes" if models.generators else "no generator loaded")
+        return " · ".join(parts)
+
+    def work_dir(self) -> Path:
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="flowmo-demo-"))
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        return self._work_dir
+
+    # ------------------------------------------------------------------ input checks
+    def _generator_slot(self, models: LoadedModels, name: str) -> str:
+        by_label = {label.lower(): slot for slot, label in GENERATOR_LABELS.items()}
+        slot = by_label.get(str(name).strip().lower(), str(name).strip().lower())
+        if not models.generators:
+            raise ValueError("no generator is loaded: load a MaskGIT or AR checkpoint to generate")
+        if slot not in models.generators:
+            loaded = ", ".join(GENERATOR_LABELS[s] for s in models.generators)
+            raise ValueError(f"generator {name!r} is not loaded; loaded: {loaded}")
+        return slot
+
+    def resolve_classes(self, classes: Sequence[int | str] | None) -> list[int]:
+        """Class ids from ids or names (the UI's multi-select sends names), checked against the model."""
+        names = self._models.class_names
+        if not self._models.generators:
+            raise ValueError("no generator is loaded: load a MaskGIT or AR checkpoint to generate")
+        if not classes:
+            raise ValueError("select at least one class (or type a prompt and press Match)")
+        ids = []
+        for item in classes:
+            if isinstance(item, str) and not item.strip().lstrip("-").isdigit():
+                if item not in names:
+                    raise ValueError(f"unknown class {item!r}; this model has {len(names)} classes, "
+                                     f"e.g. {', '.join(names[:5])}")
+                ids.append(names.index(item))
+            else:
+                ids.append(check_int("class id", item, 0, len(names) - 1))
+        return ids
+
+    def _check_decode(self, steps: Any, cfg: Any) -> tuple[int, float]:
+        return (check_int("decoder steps", steps, 1, self.limits.max_decode_steps),
+                check_float("decoder CFG", cfg, 0.0, self.limits.max_cfg))
+
+    def _image_tensor(self, models: LoadedModels, image: Any, name: str) -> Tensor:
+        """A path / bytes / PIL image -> (1, 3, S, S) in [-1, 1] on the model device."""
+        from tokenizer.images import load_image, pil_to_tensor
+
+        if image is None or (isinstance(image, str) and not image.strip()):
+            raise ValueError(f"{name}: upload an image or pick an example")
+        picture = load_image(image, max_pixels=self.limits.max_image_pixels, exif_transpose=True)
+        tensor = pil_to_tensor(picture, models.tokenizer.config.image_size, train=False)
+        return tensor[None].to(device=models.tokenizer.device, dtype=next(models.tokenizer.parameters()).dtype)
+
+    # ------------------------------------------------------------------ decoding helper
+    def _decode(self, models: LoadedModels, indices: Tensor, steps: int, cfg: float, seed: int,
+                progress: ProgressFn | None, span: tuple[float, float], shared_noise: bool = False) -> Tensor:
+        tokenizer = models.tokenizer
+        size = tokenizer.config.image_size
+        cpu = torch.Generator().manual_seed(seed)
+        rows = 1 if shared_noise else indices.shape[0]
+        noise = torch.randn(rows, 3, size, size, generator=cpu).expand(indices.shape[0], -1, -1, -1)
+
+        def report(step: int, total: int) -> None:
+            if progress is not None:
+                progress(span[0] + (span[1] - span[0]) * step / total, f"decoding: step {step}/{total}")
+
+        with torch.inference_mode():
+            images = tokenizer.decode(indices.to(tokenizer.device), steps=steps, cfg=cfg, noise=noise,
+                                      progress=report)
+        return images.float().cpu()
+
+    # ------------------------------------------------------------------ Generate
+    def generate(self, classes: Sequence[int | str], generator: str = "MaskGIT", samples_per_class: int = 1,
+                 steps: int = 8, cfg: float = 2.0, temperature: float = 1.0, seed: int = 0,
+                 decode_steps: int = 10, decode_cfg: float = 1.5,
+                 progress: ProgressFn | None = None) -> GenerationResult:
+        """Class ids or names -> generated images (class by class, samples_per_class each)."""
+        from tokenizer.images import make_grid_image
+
+        start = time.perf_counter()
+        models = self._models
+        slot = self._generator_slot(models, generator)
+        class_ids = self.resolve_classes(classes)
+        per_class = check_int("samples per class", samples_per_class, 1, self.limits.max_batch)
+        if len(class_ids) * per_class > self.limits.max_batch:
+            raise ValueError(f"{len(class_ids)} classes × {per_class} samples = {len(class_ids) * per_class} "
+                             f"images; at most {self.limits.max_batch} per request (limits.max_batch)")
+        steps = check_int("generator steps", steps, 1, self.limits.max_generator_steps)
+        cfg = check_float("generator CFG", cfg, 0.0, self.limits.max_cfg)
+        temperature = check_float("temperature", temperature, 0.0, self.limits.max_temperature, low_inclusive=False)
+        seed = check_int("seed", seed, 0, 2**63 - 1)
+        decode_steps, decode_cfg = self._check_decode(decode_steps, decode_cfg)
+
+        model = models.generators[slot]
+        ids = torch.tensor([c for c in class_ids for _ in range(per_class)], dtype=torch.long,
+                           device=models.tokenizer.device)
+        if progress is not None:
+            progress(0.0, f"sampling {ids.numel()} token sequences with {GENERATOR_LABELS[slot]}")
+        rng = torch.Generator(device=ids.device).manual_seed(seed)
+
+        def report(step: int, total: int) -> None:
+            if progress is not None:
+                progress(0.3 * step / total, f"sampling tokens: step {step}/{total}")
+
+        with torch.inference_mode():
+            indices = model.generate(ids, num_steps=steps, cfg_scale=cfg, temperature=temperature, generator=rng,
+                                     progress=report)
+        images = self._decode(models, indices, decode_steps, decode_cfg, seed, progress, (0.3, 1.0))
+        labels = [models.class_names[c] for c in ids.tolist()]
+        nrow = per_class if len(class_ids) > 1 else min(per_class, 8)
+        return GenerationResult(
+            images=images, indices=indices.cpu(), class_ids=ids.tolist(), labels=labels,
+            grid=make_grid_image(for_display(images), nrow=nrow, labels=labels),
+            token_map=self._token_map(models, indices.cpu(), nrow, labels),
+            seconds=time.perf_counter() - start)
+
+    def _token_map(self, models: LoadedModels, indices: Tensor, nrow: int, labels: list[str]) -> Image.Image:
+        from tokenizer.images import make_grid_image
+
+        from .visualize import grid_shape, token_heatmaps
+
+        _, cols = grid_shape(indices.shape[1])
+        cell = max(2, -(-DISPLAY_MIN_SIZE // cols))
+        return make_grid_image(token_heatmaps(indices, models.tokenizer.config.vocab_size, cell=cell),
+                               nrow=nrow, labels=labels)
+
+    # ------------------------------------------------------------------ prompts
+    def vocabulary(self):
+        """The prompt vocabulary of the loaded classes: a shipped one when the classes are digits or
+        ImageNet, else trained once on the class names and cached in the work directory."""
+        from generator.prompts import ClassVocabulary
+
+        with self._lock:
+            if self._vocabulary is None:
+                names = self._models.class_names
+                if not names:
+                    raise ValueError("no generator is loaded, so there are no classes to match prompts against")
+                vocabulary = None
+                for builtin, count in (("digits", 10), ("imagenet", 1000)):
+                    if len(names) == count:
+                        candidate = ClassVocabulary.builtin(builtin)
+                        if list(candidate.class_names) == list(names):
+                            vocabulary = candidate
+                if vocabulary is None:
+                    vocabulary = ClassVocabulary.for_class_names(names, cache_dir=self.work_dir() / "vocab")
+                self._vocabulary = vocabulary
+            return self._vocabulary
+
+    def match_prompt(self, prompt: str, top_k: int = 5) -> list[tuple[int, str, float]]:
+        """Free text -> [(class_id, name, score)] best first (NoMatchError / PromptError on bad text)."""
+        top_k = check_int("top_k", top_k, 1, self.limits.max_prompt_matches)
+        return [(m.class_id, m.name, float(m.score)) for m in self.vocabulary().match(prompt, top_k=top_k)]
+
+    # ------------------------------------------------------------------ Reconstruct
+    def lpips_metric(self):
+        """The configured LPIPS metric, or None when no backbone weights are configured."""
+        settings = self.settings
+        if settings.lpips_weights is None and not settings.allow_random_lpips:
+            return None
+        with self._lock:
+            if self._lpips is None:
+                from tokenizer.metrics import LPIPSMetric
+
+                self._lpips = LPIPSMetric(net=settings.lpips_net, backbone_weights=settings.lpips_weights,
+                                          allow_random=settings.allow_random_lpips,
+                                          device=self._models.tokenizer.device, option="lpips.weights")
+            return self._lpips
+
+    def reconstruct(self, image: Any, decode_steps: int = 10, decode_cfg: float = 1.5, seed: int = 0,
+                    progress: ProgressFn | None = None) -> ReconstructionResult:
+        """Image (path, bytes or PIL) -> tokens -> reconstruction, with PSNR, LPIPS and BPP."""
+        from tokenizer.images import make_grid_image
+        from tokenizer.metrics import psnr
+
+        models = self._models
+        decode_steps, decode_cfg = self._check_decode(decode_steps, decode_cfg)
+        seed = check_int("seed", seed, 0, 2**63 - 1)
+        original = self._image_tensor(models, image, "image")
+        if progress is not None:
+            progress(0.0, "encoding")
+        with torch.inference_mode():
+            indices = models.tokenizer.tokenize(original)
+        recon = self._decode(models, indices, decode_steps, decode_cfg, seed, progress, (0.1, 0.95))
+        original = original.float().cpu()
+        metric = self.lpips_metric()
+        lpips_value, calibrated = None, False
+        if metric is not None:
+            with torch.inference_mode():
+                lpips_value = float(metric(original, recon).mean())
+            calibrated = bool(metric.calibrated)
+        tok = models.tokenizer.config
+        return ReconstructionResult(
+            original=original, reconstruction=recon, indices=indices.cpu(),
+            psnr=float(psnr(original, recon).mean()), lpips=lpips_value, lpips_calibrated=calibrated,
+            bits_per_pixel=tok.bits_per_pixel, bits=tok.code_length * tok.context_dim,
+            comparison=make_grid_image(for_display(torch.cat([original, recon])), nrow=2,
+                                       labels=["original", "reconstruction"]),
+            token_map=self._token_map(models, indices.cpu(), 1, ["tokens"]))
+
+    # ------------------------------------------------------------------ Tokens
+    def edit_tokens(self, image_a: Any, image_b: Any = None, operation: str = "swap", start: int = 0,
+                    end: int | None = None, fraction: float = 0.25, alpha: float = 0.5, seed: int = 0,
+                    decode_steps: int = 10, decode_cfg: float = 1.5,
+                    progress: ProgressFn | None = None) -> TokenEditResult:
+        """Tokenize A (and B), edit the token sequences, decode everything with the same noise.
+
+        swap: A and B exchange positions [start, end); randomize: ``fraction`` of A's positions get
+        random indices; mix: each position from B with probability ``alpha``, else from A.
+        """
+        from tokenizer.images import make_grid_image
+
+        from . import token_edits
+
+        models = self._models
+        tok = models.tokenizer.config
+        if operation not in TOKEN_OPERATIONS:
+            raise ValueError(f"operation {operation!r}; choose one of {list(TOKEN_OPERATIONS)}")
+        decode_steps, decode_cfg = self._check_decode(decode_steps, decode_cfg)
+        seed = check_int("seed", seed, 0, 2**63 - 1)
+        rng = torch.Generator().manual_seed(seed)
+        needs_b = operation in ("swap", "mix")
+        images = [self._image_tensor(models, image_a, "image A")]
+        if needs_b:
+            images.append(self._image_tensor(models, image_b, "image B"))
+        with torch.inference_mode():
+            tokens = models.tokenizer.tokenize(torch.cat(images)).cpu()
+        if operation == "swap":
+            start = check_int("span start", start, 0, tok.num_indices - 1)
+            end = check_int("span end", tok.num_indices if end in (None, "") else end, start + 1, tok.num_indices)
+            a_edit, b_edit = token_edits.swap_span(tokens[:1], tokens[1:], start, end)
+            edited = torch.cat([tokens, a_edit, b_edit])
+            labels = ["A", "B", f"A + B[{start}:{end}]", f"B + A[{start}:{end}]"]
+        elif operation == "randomize":
+            fraction = check_float("fraction", fraction, 0.0, 1.0)
+            edited = torch.cat([tokens, token_edits.randomize(tokens, fraction, tok.vocab_size, rng)])
+            labels = ["A", f"A, {fraction:.0%} random"]
+        else:
+            alpha = check_float("alpha", alpha, 0.0, 1.0)
+            edited = torch.cat([tokens[:1], token_edits.mix(tokens[:1], tokens[1:], alpha, rng), tokens[1:]])
+            labels = ["A", f"mix alpha={alpha:.2f}", "B"]
+        decoded = self._decode(models, edited, decode_steps, decode_cfg, seed, progress, (0.05, 1.0),
+                               shared_noise=True)
+        return TokenEditResult(images=decoded, indices=edited, labels=labels,
+                               grid=make_grid_image(for_display(decoded), nrow=len(labels), labels=labels),
+                               token_map=self._token_map(models, edited, len(labels), labels))
+
+    # ------------------------------------------------------------------ Evaluate
+    def evaluate(self, num_samples: int = 50, generator: str = "MaskGIT", steps: int = 8, cfg: float = 2.0,
+                 temperature: float = 1.0, decode_steps: int = 10, decode_cfg: float = 1.5, seed: int = 0,
+                 progress: ProgressFn | None = None) -> EvaluationResult:
+        """A small gFID run (FID, IS, precision/recall) through the project's harness.
+
+        Samples go to ``work_dir/eval/<hash of every setting>``: asking again with the same
+        settings reuses the finished shards (the harness resumes), so a repeat is instant.
+        """
+        import hashlib
+        import json
+
+        from generator.gfid import make_sample_fn, run_gfid
+
+        models = self._models
+        slot = self._generator_slot(models, generator)
+        num_samples = check_int("number of samples", num_samples, MIN_EVAL_SAMPLES, self.limits.max_eval_samples)
+        steps = check_int("generator steps", steps, 1, self.limits.max_generator_steps)
+        cfg = check_float("generator CFG", cfg, 0.0, self.limits.max_cfg)
+        temperature = check_float("temperature", temperature, 0.0, self.limits.max_temperature, low_inclusive=False)
+        seed = check_int("seed", seed, 0, 2**63 - 1)
+        decode_steps, decode_cfg = self._check_decode(decode_steps, decode_cfg)
+        reference = self._eval_reference(models)
+        gen_kwargs = {"num_steps": steps, "cfg_scale": cfg, "temperature": temperature}
+        dec_kwargs = {"steps": decode_steps, "cfg": decode_cfg}
+        run_settings = {"generator": models.generator_sources[slot], "tokenizer": models.tokenizer_source,
+                        "generate": gen_kwargs, "decode": dec_kwargs, "dtype": self.settings.dtype,
+                        "reference": reference if isinstance(reference, dict) else str(reference)}
+        key = hashlib.sha256(json.dumps([run_settings, num_samples, seed], sort_keys=True).encode()).hexdigest()[:16]
+        out_dir = self.work_dir() / "eval" / f"{slot}-n{num_samples}-{key}"
+        sample_fn = make_sample_fn(models.generators[slot], models.tokenizer, gen_kwargs, dec_kwargs)
+
+        def sample(class_ids: Tensor, seeds: Tensor) -> Tensor:
+            with torch.inference_mode():
+                return sample_fn(class_ids, seeds)
+
+        report = run_gfid(
+            sample, num_samples=num_samples, num_classes=models.num_classes, out_dir=out_dir, reference=reference,
+            inception_weights=self.settings.inception_weights, allow_random=self.settings.allow_random_inception,
+            shard_size=max(self.limits.max_batch, 1), batch_size=self.limits.max_batch, seed=seed,
+            class_names=models.class_names, settings=run_settings, reference_split=self.settings.eval_reference_split,
+            max_reference_images=self.settings.eval_max_reference_images, cache_dir=self.work_dir() / "gfid-cache",
+            write_npz=False, progress=progress, verbose=False)
+        from generator.gfid import UNCALIBRATED
+
+        shown = {key: label for key, label in EVAL_METRIC_LABELS.items() if key in report.metrics}
+        mark = "" if report.calibrated else f" {UNCALIBRATED}"
+        rows = [[label, f"{report.metrics[key]:.4g}{mark}"] for key, label in shown.items()]
+        rows.append(["samples", str(report.num_samples)])
+        rows.append(["reference", report.reference])
+        rows.append(["wall time (s)", f"{report.wall_seconds:.1f}"])
+        plot = metrics_bar_plot({label: report.metrics[key] for key, label in shown.items()},
+                                f"{GENERATOR_LABELS[slot]}: {report.num_samples} samples", report.calibrated)
+        grid_path = report.files.get("grid")
+        return EvaluationResult(metrics=dict(report.metrics), calibrated=report.calibrated,
+                                num_samples=report.num_samples, seconds=report.wall_seconds, rows=rows, plot=plot,
+                                grid=Image.open(grid_path).convert("RGB") if grid_path else None,
+                                out_dir=str(out_dir), summary=report.summary())
+
+    def _eval_reference(self, models: LoadedModels) -> str | dict[str, Any]:
+        """The configured reference, or the digits dataset when the loaded classes are the digits."""
+        reference = self.settings.eval_reference
+        if reference not in (None, ""):
+            return reference
+        if models.class_names == DIGIT_CLASS_NAMES:
+            return {"name": "digits"}
+        raise ValueError("no gFID reference configured for these classes: set evaluate.reference=<folder of "
+                         "real images or an .npz with mu/sigma, e.g. the ADM ImageNet reference batch>")

@@ -1,0 +1,270 @@
+"""The Gradio Blocks of the demo: widgets wired to :class:`app.pipeline.DemoPipeline`.
+
+Every event has an ``api_name`` so scripts (and the tests) drive the running app with
+``gradio_client``. Bad input becomes a ``gr.Error`` message in the browser, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import gradio as gr
+
+from .pipeline import EXAMPLES_DIR, DemoPipeline
+
+log = logging.getLogger(__name__)
+
+TITLE = "FlowMo: discrete image tokens, class-conditional generation"
+PRESET_CHOICES = ["", "flowmo_lo", "flowmo_hi"]
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Initial slider values (``sampling.*`` in configs/app.yaml): small enough for a laptop CPU."""
+
+    generator_steps: int = 8
+    cfg: float = 2.0
+    temperature: float = 1.0
+    decode_steps: int = 10
+    decode_cfg: float = 1.5
+    samples_per_class: int = 2
+    eval_samples: int = 50
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> "SamplingDefaults":
+        return cls(**dict(values or {}))
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show bad input (ValueError, missing files) as its message; anything else as a short error line
+    with the traceback in the server log."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (ValueError, FileNotFoundError, KeyError) as error:
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            raise gr.Error(str(message), print_exception=False) from None
+        except Exception as error:  # noqa: BLE001 - the browser gets one line, the log the traceback
+            log.exception("demo request failed")
+            raise gr.Error(f"{type(error).__name__}: {error} (details in the server log)",
+                           print_exception=False) from None
+
+    return wrapper
+
+
+def _progress_callback(progress: gr.Progress) -> Callable[[float, str], None]:
+    return lambda fraction, message: progress(min(max(fraction, 0.0), 1.0), desc=message)
+
+
+def _path(file: Any) -> Any:
+    """gr.File gives a path string; examples and API callers may give dicts with a 'path'."""
+    if isinstance(file, dict):
+        return file.get("path")
+    return file
+
+
+def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
+               model_picker: bool = True) -> gr.Blocks:
+    """The four tabs (Generate, Reconstruct, Tokens, Evaluate) plus the model picker and status line."""
+    d = defaults or SamplingDefaults()
+    limits = pipeline.limits
+    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
+
+    # ------------------------------------------------------------------ handlers
+    def class_choices() -> list[str]:
+        return pipeline.class_names
+
+    @user_errors
+    def load_models(tokenizer: str, preset: str, maskgit: str, ar: str):
+        status = pipeline.reload(tokenizer.strip() or None, preset or None, maskgit.strip() or None,
+                                 ar.strip() or None)
+        names, generators = pipeline.class_names, pipeline.generator_names
+        return (status, gr.Dropdown(choices=names, value=names[:1]),
+                gr.Dropdown(choices=generators, value=generators[0] if generators else None),
+                gr.Dropdown(choices=generators, value=generators[0] if generators else None))
+
+    @user_errors
+    def match_prompt(prompt: str):
+        matches = pipeline.match_prompt(prompt, top_k=5)
+        # The best match is selected; the table shows the runners-up so the user can correct it.
+        return ([matches[0][1]],
+                [[name, class_id, round(score, 3)] for class_id, name, score in matches])
+
+    @user_errors
+    def generate(classes, generator, samples_per_class, steps, cfg, temperature, seed, decode_steps, decode_cfg,
+                 progress=gr.Progress()):
+        result = pipeline.generate(classes, generator, samples_per_class, steps, cfg, temperature, seed,
+                                   decode_steps, decode_cfg, progress=_progress_callback(progress))
+        info = (f"{len(result.labels)} images in {result.seconds:.1f} s · {generator}, {steps} steps, "
+                f"CFG {cfg}, temperature {temperature}, seed {seed} · decoder {decode_steps} steps, CFG {decode_cfg}")
+        return result.grid, result.token_map, info
+
+    @user_errors
+    def reconstruct(file, decode_steps, decode_cfg, seed, progress=gr.Progress()):
+        result = pipeline.reconstruct(_path(file), decode_steps, decode_cfg, seed,
+                                      progress=_progress_callback(progress))
+        return result.comparison, result.token_map, result.metrics_rows()
+
+    @user_errors
+    def edit_tokens(file_a, file_b, operation, start, end, fraction, alpha, seed, decode_steps, decode_cfg,
+                    progress=gr.Progress()):
+        result = pipeline.edit_tokens(_path(file_a), _path(file_b), operation, start, end, fraction, alpha, seed,
+                                      decode_steps, decode_cfg, progress=_progress_callback(progress))
+        return result.grid, result.token_map
+
+    @user_errors
+    def evaluate(num_samples, generator, steps, cfg, temperature, decode_steps, decode_cfg, seed,
+                 progress=gr.Progress()):
+        result = pipeline.evaluate(num_samples, generator, steps, cfg, temperature, decode_steps, decode_cfg,
+                                   seed, progress=_progress_callback(progress))
+        return result.rows, result.plot, result.grid, result.summary
+
+    # ------------------------------------------------------------------ layout
+    num_indices = pipeline.models.tokenizer.config.num_indices
+    generators = pipeline.generator_names
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(f"## {TITLE}")
+        status = gr.Markdown(pipeline.status(), elem_id="status")
+        if model_picker:
+            with gr.Accordion("Models", open=False):
+                with gr.Row():
+                    tokenizer_path = gr.Textbox(label="FlowMo checkpoint",
+                                                placeholder="empty: embedded digits models; a dir or released .pth")
+                    preset = gr.Dropdown(PRESET_CHOICES, value="", label="preset (released .pth only)")
+                    maskgit_path = gr.Textbox(label="MaskGIT checkpoint (dir)")
+                    ar_path = gr.Textbox(label="AR checkpoint (dir)")
+                load_button = gr.Button("Load models")
+
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        prompt = gr.Textbox(label="Prompt", placeholder="e.g. 'a seven' or 'a golden retriever'")
+                        match_button = gr.Button("Match prompt to classes")
+                        matches = gr.Dataframe(headers=["class", "id", "score"], label="Closest classes",
+                                               interactive=False)
+                        classes = gr.Dropdown(class_choices(), value=class_choices()[:1], multiselect=True,
+                                              label="Classes")
+                        gen_choice = gr.Dropdown(generators, value=generators[0] if generators else None,
+                                                 label="Generator")
+                        samples = gr.Slider(1, limits.max_batch, value=d.samples_per_class, step=1,
+                                            label="Samples per class")
+                        steps = gr.Slider(1, limits.max_generator_steps, value=d.generator_steps, step=1,
+                                          label="Generator steps (MaskGIT)")
+                        cfg = gr.Slider(0, limits.max_cfg, value=d.cfg, step=0.1, label="Generator CFG")
+                        temperature = gr.Slider(0.05, limits.max_temperature, value=d.temperature, step=0.05,
+                                                label="Temperature")
+                        seed = gr.Number(0, precision=0, label="Seed")
+                        dec_steps = gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1,
+                                              label="Decoder steps")
+                        dec_cfg = gr.Slider(0, limits.max_cfg, value=d.decode_cfg, step=0.1, label="Decoder CFG")
+                        gen_button = gr.Button("Generate", variant="primary")
+                    with gr.Column(scale=2):
+                        gen_images = gr.Image(label="Images", type="pil", format="png")
+                        gen_tokens = gr.Image(label="Token indices", type="pil", format="png")
+                        gen_info = gr.Markdown()
+
+            with gr.Tab("Reconstruct", id="reconstruct"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        rec_file = gr.File(label="Image", file_types=["image"], type="filepath")
+                        if examples:
+                            gr.Examples([[p] for p in examples], inputs=[rec_file], label="Examples")
+                        rec_steps = gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1,
+                                              label="Decoder steps")
+                        rec_cfg = gr.Slider(0, limits.max_cfg, value=d.decode_cfg, step=0.1, label="Decoder CFG")
+                        rec_seed = gr.Number(0, precision=0, label="Seed")
+                        rec_button = gr.Button("Reconstruct", variant="primary")
+                    with gr.Column(scale=2):
+                        rec_images = gr.Image(label="Original | reconstruction", type="pil", format="png")
+                        rec_metrics = gr.Dataframe(headers=["metric", "value"], label="Metrics", interactive=False)
+                        rec_tokens = gr.Image(label="Token indices", type="pil", format="png")
+
+            with gr.Tab("Tokens", id="tokens"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        with gr.Row():
+                            tok_a = gr.File(label="Image A", file_types=["image"], type="filepath")
+                            tok_b = gr.File(label="Image B", file_types=["image"], type="filepath")
+                        if len(examples) >= 2:
+                            gr.Examples([[examples[i], examples[(i + 1) % len(examples)]]
+                                         for i in range(len(examples))], inputs=[tok_a, tok_b], label="Examples")
+                        operation = gr.Radio(["swap", "randomize", "mix"], value="swap", label="Operation",
+                                             info="swap a span A<->B · randomize a fraction of A · "
+                                                  "mix: each token from B with probability alpha")
+                        with gr.Row():
+                            span_start = gr.Number(0, precision=0, label=f"span start (0..{num_indices - 1})")
+                            span_end = gr.Number(num_indices // 2, precision=0, label=f"span end (..{num_indices})")
+                        fraction = gr.Slider(0, 1, value=0.25, step=0.01, label="randomize fraction")
+                        alpha = gr.Slider(0, 1, value=0.5, step=0.01, label="mix alpha")
+                        tok_seed = gr.Number(0, precision=0, label="Seed")
+                        tok_steps = gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1,
+                                              label="Decoder steps")
+                        tok_cfg = gr.Slider(0, limits.max_cfg, value=d.decode_cfg, step=0.1, label="Decoder CFG")
+                        tok_button = gr.Button("Edit and decode", variant="primary")
+                    with gr.Column(scale=2):
+                        tok_images = gr.Image(label="Decoded", type="pil", format="png")
+                        tok_tokens = gr.Image(label="Token indices", type="pil", format="png")
+
+            with gr.Tab("Evaluate", id="evaluate"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        gr.Markdown("gFID / IS / precision / recall on a few samples. Without Inception weights "
+                                    "(`evaluate.inception_weights=`) the numbers are UNCALIBRATED smoke values.")
+                        ev_samples = gr.Slider(10, limits.max_eval_samples, value=min(d.eval_samples,
+                                                                                       limits.max_eval_samples),
+                                               step=1, label="Samples")
+                        ev_gen = gr.Dropdown(generators, value=generators[0] if generators else None,
+                                             label="Generator")
+                        ev_steps = gr.Slider(1, limits.max_generator_steps, value=d.generator_steps, step=1,
+                                             label="Generator steps")
+                        ev_cfg = gr.Slider(0, limits.max_cfg, value=d.cfg, step=0.1, label="Generator CFG")
+                        ev_temperature = gr.Slider(0.05, limits.max_temperature, value=d.temperature, step=0.05,
+                                                   label="Temperature")
+                        ev_dec_steps = gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1,
+                                                 label="Decoder steps")
+                        ev_dec_cfg = gr.Slider(0, limits.max_cfg, value=d.decode_cfg, step=0.1, label="Decoder CFG")
+                        ev_seed = gr.Number(0, precision=0, label="Seed")
+                        ev_button = gr.Button("Evaluate", variant="primary")
+                    with gr.Column(scale=2):
+                        ev_table = gr.Dataframe(headers=["metric", "value"], label="Metrics", interactive=False)
+                        ev_plot = gr.Image(label="Metrics plot", type="pil", format="png")
+                        ev_grid = gr.Image(label="Samples", type="pil", format="png")
+                        ev_summary = gr.Markdown()
+
+        # ------------------------------------------------------------------ events
+        if model_picker:
+            load_button.click(load_models, [tokenizer_path, preset, maskgit_path, ar_path],
+                              [status, classes, gen_choice, ev_gen], api_name="load_models", concurrency_limit=1)
+        match_button.click(match_prompt, [prompt], [classes, matches], api_name="match_prompt")
+        prompt.submit(match_prompt, [prompt], [classes, matches], api_visibility="private")
+        gen_button.click(generate, [classes, gen_choice, samples, steps, cfg, temperature, seed, dec_steps, dec_cfg],
+                         [gen_images, gen_tokens, gen_info], api_name="generate")
+        rec_button.click(reconstruct, [rec_file, rec_steps, rec_cfg, rec_seed], [rec_images, rec_tokens, rec_metrics],
+                         api_name="reconstruct")
+        tok_button.click(edit_tokens, [tok_a, tok_b, operation, span_start, span_end, fraction, alpha, tok_seed,
+                                       tok_steps, tok_cfg], [tok_images, tok_tokens], api_name="edit_tokens")
+        # One evaluation at a time: it is the heaviest request and writes into the work directory.
+        ev_button.click(evaluate, [ev_samples, ev_gen, ev_steps, ev_cfg, ev_temperature, ev_dec_steps, ev_dec_cfg,
+                                   ev_seed], [ev_table, ev_plot, ev_grid, ev_summary], api_name="evaluate",
+                        concurrency_limit=1)
+        demo.load(pipeline.status, None, status, api_name="status")
+    return demo
+
+
+def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, concurrency: int = 2,
+           queue_size: int = 64, max_upload_mb: int = 25, share: bool = False, open_browser: bool = False,
+           block: bool = True) -> str:
+    """Queue (with a concurrency limit: model calls share the CPU/GPU) and serve; returns the local URL."""
+    demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
+    _, url, _ = demo.launch(server_name=host, server_port=port, share=share, inbrowser=open_browser,
+                            prevent_thread_lock=not block, max_file_size=f"{max_upload_mb}mb", ssr_mode=False,
+                            quiet=not block, footer_links=["api"])
+    return url
