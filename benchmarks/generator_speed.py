@@ -1,0 +1,87 @@
+"""Generation speed of MaskGIT (8/16/32 steps) and AR (with / without KV cache), randomly initialised.
+
+    python benchmarks/generator_speed.py                       # B-size models, 512 indices of vocab 512 (FlowMo-Lo)
+    python benchmarks/generator_speed.py --size tiny --batch 4  # quick check on a laptop CPU
+
+Prints a markdown table: tokens/s and images/s per setting, with the hardware line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from generator import ARTransformer, GeneratorConfig, MaskGIT
+
+SIZES = {  # width, depth, heads
+    "tiny": (64, 2, 2),
+    "digits": (128, 4, 4),
+    "b": (768, 12, 12),
+    "l": (1024, 24, 16),
+}
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="b")
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--vocab", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--cfg", type=float, default=2.0, help="guidance scale (!= 1 doubles the batch)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                        default="bfloat16" if torch.cuda.is_available() else "float32")
+    parser.add_argument("--backend", choices=["auto", "xformers", "sdpa"], default="auto")
+    args = parser.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    width, depth, heads = SIZES[args.size]
+    common = dict(seq_len=args.seq_len, vocab_size=args.vocab, num_classes=1000, width=width, depth=depth,
+                  num_heads=heads)
+    dtype = getattr(torch, args.dtype)
+    rows = []
+    runs = [("maskgit", MaskGIT, dict(num_steps=s), f"{s} steps") for s in (8, 16, 32)]
+    runs += [("ar", ARTransformer, dict(use_kv_cache=c), "KV cache" if c else "no cache") for c in (True, False)]
+    models: dict[str, torch.nn.Module] = {}
+    for kind, cls, kwargs, label in runs:
+        if kind not in models:
+            models[kind] = cls(GeneratorConfig(model=kind, **common)).to(device, dtype).eval()
+            models[kind].set_attention_backend(args.backend)
+        model = models[kind]
+        class_ids = torch.arange(args.batch) % 1000
+        seconds = timed(lambda: model.generate(class_ids, cfg_scale=args.cfg,
+                                               generator=torch.Generator(device).manual_seed(0), **kwargs),
+                        args.repeats)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        rows.append((kind, f"{params:.1f} M", label, args.batch * args.seq_len / seconds, args.batch / seconds))
+    print(f"\nhardware: {hardware()}; dtype {args.dtype}; batch {args.batch}; cfg {args.cfg}; "
+          f"{args.seq_len} indices of vocab {args.vocab}; size {args.size} ({width} x {depth})\n")
+    print("| model | params | setting | tokens/s | images/s |")
+    print("|---|---|---|---:|---:|")
+    for kind, params, label, tps, ips in rows:
+        print(f"| {kind} | {params} | {label} | {tps:,.0f} | {ips:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

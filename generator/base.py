@@ -1,0 +1,172 @@
+"""What every generator shares: sizes, class-id checks, attention backend, save/load."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from tokenizer.fileio import atomic_write
+
+from .attention import BACKENDS
+from .config import FORMAT_VERSION, GeneratorConfig
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class LossOutput(NamedTuple):
+    loss: Tensor  # scalar
+    accuracy: Tensor  # scalar, top-1 on the positions the loss counts
+
+
+class GeneratorModel(nn.Module):
+    """Base class of :class:`MaskGIT` and :class:`ARTransformer` (not used directly)."""
+
+    model_type: str = ""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        if config.model != self.model_type:
+            raise ValueError(f"{type(self).__name__} needs a config with model={self.model_type!r}, "
+                             f"got model={config.model!r}")
+        self.config = config
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def seq_len(self) -> int:
+        return self.config.seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.config.class_name(i) for i in range(self.num_classes)]
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ runtime switches
+    def set_attention_backend(self, backend: str) -> None:
+        """"auto" | "xformers" | "sdpa" for every attention layer."""
+        if backend not in BACKENDS:
+            raise ValueError(f"attention backend {backend!r} is unknown; choose one of {list(BACKENDS)}")
+        self.transformer.attention_backend = backend
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        self.transformer.gradient_checkpointing = enabled
+
+    # ------------------------------------------------------------------ input checks
+    def class_id_tensor(self, class_ids: Sequence[int] | Tensor) -> Tensor:
+        """Validated int64 class ids (B,) on the model's device; out-of-range ids raise ValueError."""
+        ids = torch.as_tensor(class_ids).to(self.device)
+        if ids.dim() != 1 or ids.numel() == 0:
+            raise ValueError(f"class_ids must be a non-empty 1-D sequence of ints, got shape {tuple(ids.shape)}")
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise ValueError(f"class_ids must be integers, got dtype {ids.dtype}")
+        ids = ids.long()
+        bad = ids[(ids < 0) | (ids >= self.num_classes)]
+        if bad.numel():
+            raise ValueError(f"class id {int(bad[0])} is out of range: this generator knows classes "
+                             f"0..{self.num_classes - 1}")
+        return ids
+
+    def check_indices(self, indices: Tensor) -> None:
+        if indices.dim() != 2 or indices.shape[1] != self.seq_len:
+            raise ValueError(f"token indices must be B x {self.seq_len}, got {tuple(indices.shape)}")
+
+    def check_tokenizer(self, tokenizer_config: Any) -> None:
+        """Raise if ``tokenizer_config`` (a FlowMoConfig) does not produce this generator's tokens."""
+        if tokenizer_config.num_indices != self.seq_len or tokenizer_config.vocab_size != self.vocab_size:
+            raise ValueError(f"tokenizer gives {tokenizer_config.num_indices} indices of vocab "
+                             f"{tokenizer_config.vocab_size}, this generator models {self.seq_len} of "
+                             f"vocab {self.vocab_size}")
+        expected = self.config.tokenizer_hash
+        if expected is not None and tokenizer_config.architecture_hash() != expected:
+            raise ValueError(f"tokenizer architecture_hash {tokenizer_config.architecture_hash()} differs from "
+                             f"{expected}, the one this generator was trained on")
+
+    # ------------------------------------------------------------------ generation (subclasses)
+    def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None, cfg_scale: float = 1.0,
+                 temperature: float = 1.0, generator: torch.Generator | None = None, **extra: Any) -> Tensor:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json (model type, sizes, classes, tokenizer hash) + model.safetensors."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+        atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike,
+                        map_location: str | torch.device = "cpu") -> "GeneratorModel":
+        """Load a directory written by :meth:`save_pretrained` (the base class picks MaskGIT or AR)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config, model_type = read_config(directory)
+        model_cls = model_class(model_type)
+        if cls is not GeneratorModel and model_cls is not cls:
+            raise ValueError(f"{directory} holds a {model_type!r} generator, not a {cls.model_type!r} one; "
+                             "use generator.load_generator to load either")
+        model = model_cls(config)
+        state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        if missing or unexpected or wrong:
+            raise ValueError(f"{directory / WEIGHTS_FILE} does not match its config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
+        model.load_state_dict(state)
+        return model.to(map_location)
+
+
+def read_config(directory: Path) -> tuple[GeneratorConfig, str]:
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found (a saved generator has {CONFIG_FILE} and {WEIGHTS_FILE})")
+    meta = json.loads(config_path.read_text())
+    if "model_type" not in meta or "config" not in meta:
+        raise ValueError(f"{config_path} is not a generator config (no 'model_type'/'config' keys)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{config_path} has format_version {meta.get('format_version')}, this code reads "
+                         f"{FORMAT_VERSION}: re-export the weights with the current code")
+    return GeneratorConfig.from_dict(meta["config"]), meta["model_type"]
+
+
+def model_class(model_type: str) -> type[GeneratorModel]:
+    from .ar import ARTransformer
+    from .maskgit import MaskGIT
+
+    classes = {MaskGIT.model_type: MaskGIT, ARTransformer.model_type: ARTransformer}
+    if model_type not in classes:
+        raise ValueError(f"unknown generator model type {model_type!r}; choose one of {sorted(classes)}")
+    return classes[model_type]
+
+
+def build_generator(config: GeneratorConfig) -> GeneratorModel:
+    """A freshly initialised MaskGIT or ARTransformer, as ``config.model`` says."""
+    return model_class(config.model)(config)

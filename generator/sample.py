@@ -1,0 +1,82 @@
+"""Sample a labelled image grid from a generator + FlowMo tokenizer.
+
+    python -m generator.sample checkpoint=<generator dir|run> tokenizer.checkpoint=<FlowMo> \
+        class_ids=[0,1,2] samples_per_class=4 out=grid.png [save_indices=grid_indices.safetensors]
+    python -m generator.sample ... prompt="a golden retriever and a tabby cat"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tokenizer.fileio import atomic_write
+
+from .base import GeneratorModel
+from .loading import load_generator
+from .tokenize_dataset import load_tokenizer, pick_device, user_path
+
+
+def classes_from_prompt(model: GeneratorModel, prompt: str) -> list[int]:
+    """Class ids named by a free-text prompt (raises prompts.NoMatchError, a ValueError, when none matches)."""
+    from .prompts import ClassVocabulary
+
+    return ClassVocabulary.for_class_names(model.class_names).classes_for_prompt(prompt)
+
+
+@torch.no_grad()
+def sample_images(model: GeneratorModel, tokenizer: Any, class_ids: Sequence[int], *, seed: int = 0,
+                  batch_size: int = 64, decode_steps: int = 25, decode_cfg: float = 1.5,
+                  **generate_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate and decode one image per class id -> (images (B,3,H,W) in [-1,1], indices (B,N) int64)."""
+    model.check_tokenizer(tokenizer.config)
+    generator = torch.Generator(model.device).manual_seed(seed)
+    images, indices = [], []
+    for start in range(0, len(class_ids), batch_size):
+        chunk = list(class_ids[start:start + batch_size])
+        tokens = model.generate(chunk, generator=generator, **generate_kwargs)
+        images.append(tokenizer.decode(tokens, steps=decode_steps, cfg=decode_cfg, generator=generator).cpu())
+        indices.append(tokens.cpu())
+    return torch.cat(images), torch.cat(indices)
+
+
+def save_indices(path: str | os.PathLike, indices: torch.Tensor, class_ids: Sequence[int]) -> Path:
+    from safetensors.torch import save_file
+
+    tensors = {"indices": indices.contiguous(), "class_ids": torch.as_tensor(list(class_ids), dtype=torch.long)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="generator_sample")
+def main(cfg: DictConfig) -> None:
+    from tokenizer.images import save_image_grid
+
+    device = pick_device(cfg.device)
+    model = load_generator(user_path(cfg.checkpoint), map_location=device)
+    model.set_attention_backend(cfg.attention_backend)
+    tokenizer = load_tokenizer(cfg.tokenizer, device)
+    if cfg.prompt:
+        classes = classes_from_prompt(model, cfg.prompt)
+        print(f"prompt {cfg.prompt!r} -> " + ", ".join(f"{c} ({model.class_names[c]})" for c in classes))
+    elif cfg.class_ids:
+        classes = [int(c) for c in cfg.class_ids]
+    else:
+        raise ValueError("say what to draw: class_ids=[...] or prompt=\"...\"")
+    class_ids = [c for c in classes for _ in range(cfg.samples_per_class)]
+    options = {k: v for k, v in OmegaConf.to_container(cfg.sampling, resolve=True).items() if v is not None}
+    images, indices = sample_images(model, tokenizer, class_ids, seed=cfg.seed, batch_size=cfg.batch_size,
+                                    decode_steps=cfg.decode_steps, decode_cfg=cfg.decode_cfg, **options)
+    out = user_path(cfg.out)
+    save_image_grid(images, out, nrow=cfg.samples_per_class, labels=[model.class_names[c] for c in class_ids])
+    print(f"wrote {out} ({len(class_ids)} samples)")
+    if cfg.save_indices:
+        print(f"wrote {save_indices(user_path(cfg.save_indices), indices, class_ids)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Sampling math shared by the generators: masking schedule, confidence selection, filtering, guidance.
+
+Pure functions on tensors; every random draw takes an optional ``torch.Generator`` so that
+generation is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def cosine_mask_fraction(r: Tensor | float) -> Tensor | float:
+    """Fraction of positions still masked at progress r in [0, 1]: cos(pi r / 2) (1 -> 0)."""
+    if isinstance(r, Tensor):
+        return torch.cos(math.pi / 2 * r)
+    return math.cos(math.pi / 2 * r)
+
+
+def training_mask(batch: int, seq_len: int, device: torch.device | str = "cpu",
+                  generator: torch.Generator | None = None) -> Tensor:
+    """MaskGIT training mask (B, N) bool: per row r ~ U(0,1) and ceil(cos(pi r/2) N) random positions masked."""
+    r = torch.rand(batch, device=device, generator=generator)
+    counts = torch.ceil(cosine_mask_fraction(r) * seq_len).long().clamp(1, seq_len)
+    ranks = torch.rand(batch, seq_len, device=device, generator=generator).argsort(dim=1).argsort(dim=1)
+    return ranks < counts[:, None]
+
+
+def masked_after_step(step: int, num_steps: int, seq_len: int) -> int:
+    """How many positions stay masked after sampling step ``step`` (0-based) of ``num_steps``."""
+    return math.floor(seq_len * cosine_mask_fraction((step + 1) / num_steps))
+
+
+def guidance_scale(step: int, num_steps: int, scale: float, schedule: str = "constant") -> float:
+    """Guidance scale at ``step``: constant s, or rising from 1 to s linearly or along a half cosine."""
+    if schedule not in GUIDANCE_SCHEDULES:
+        raise ValueError(f"guidance schedule {schedule!r} is unknown; choose one of {list(GUIDANCE_SCHEDULES)}")
+    progress = (step + 1) / num_steps
+    if schedule == "linear":
+        return 1.0 + (scale - 1.0) * progress
+    if schedule == "cosine":
+        return 1.0 + (scale - 1.0) * (1.0 - math.cos(math.pi * progress)) / 2.0
+    return scale
+
+
+def apply_guidance(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
+    """Classifier-free guidance on logits: u + s (c - u)."""
+    return uncond + scale * (cond - uncond)
+
+
+def gumbel_noise(shape: torch.Size | tuple[int, ...], device: torch.device | str,
+                 generator: torch.Generator | None = None) -> Tensor:
+    u = torch.rand(shape, device=device, generator=generator).clamp_(1e-20, 1.0 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Set logits (..., V) outside the top-k and outside the top-p nucleus to -inf (the best one always stays)."""
+    if top_k is not None and top_k > 0 and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0.0 < top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token when the tokens before it already reach top_p.
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_from_logits(logits: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """One categorical draw per row of logits (..., V) at ``temperature`` (0 -> argmax); returns int64 (...)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = (logits.float() / temperature).softmax(dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+
+
+def select_to_remask(log_confidence: Tensor, still_masked: Tensor, num_to_mask: int, choice_temperature: float,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """MaskGIT confidence selection: which positions (B, N) bool to mask again for the next step.
+
+    Confidence = log p(sampled token) + choice_temperature * Gumbel noise; positions decided in
+    earlier steps are never re-masked. The ``num_to_mask`` least confident masked positions are chosen.
+    """
+    if num_to_mask <= 0:
+        return torch.zeros_like(still_masked)
+    noise = gumbel_noise(log_confidence.shape, log_confidence.device, generator)
+    confidence = log_confidence.float() + choice_temperature * noise
+    confidence = confidence.masked_fill(~still_masked, float("inf"))
+    lowest = confidence.topk(num_to_mask, dim=-1, largest=False).indices
+    return torch.zeros_like(still_masked).scatter(-1, lowest, True)
