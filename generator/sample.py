@@ -69,8 +69,13 @@ def main(cfg: DictConfig) -> None:
         raise ValueError("say what to draw: class_ids=[...] or prompt=\"...\"")
     class_ids = [c for c in classes for _ in range(cfg.samples_per_class)]
     options = {k: v for k, v in OmegaConf.to_container(cfg.sampling, resolve=True).items() if v is not None}
-    images, indices = sample_images(model, tokenizer, class_ids, seed=cfg.seed, batch_size=cfg.batch_size,
-                                    decode_steps=cfg.decode_steps, decode_cfg=cfg.decode_cfg, **options)
+    if cfg.mixed_precision not in ("auto", "bf16", "no"):
+        raise ValueError(f"mixed_precision must be auto, bf16 or no, got {cfg.mixed_precision!r}")
+    bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        images, indices = sample_images(model, tokenizer, class_ids, seed=cfg.seed, batch_size=cfg.batch_size,
+                                        decode_steps=cfg.decode_steps, decode_cfg=cfg.decode_cfg, **options)
+    images = images.float()
     out = user_path(cfg.out)
     save_image_grid(images, out, nrow=cfg.samples_per_class, labels=[model.class_names[c] for c in class_ids])
     print(f"wrote {out} ({len(class_ids)} samples)")

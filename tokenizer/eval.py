@@ -55,12 +55,21 @@ def _save_pngs(images: torch.Tensor, indices: list[int], folder: Path) -> None:
         Image.fromarray(pixels).save(folder / f"{index:06d}.png")
 
 
+def make_accelerator(cfg: DictConfig) -> Any:
+    """Devices and precision for evaluation: bf16 autocast on CUDA unless ``mixed_precision`` says otherwise."""
+    from accelerate import Accelerator
+
+    mixed = cfg.get("mixed_precision", "auto")
+    if mixed == "auto":
+        mixed = "bf16" if torch.cuda.is_available() and not cfg.get("cpu", False) else "no"
+    return Accelerator(cpu=cfg.get("cpu", False), mixed_precision=mixed)
+
+
 def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: Any = None) -> dict[str, Any]:
     """Reconstruct the val split (or ``subsample`` of it) and compute the configured metrics.
 
     Returns the report dict (also written to ``out_dir/report.json`` by the main process).
     """
-    from accelerate import Accelerator
     from accelerate.utils import gather_object
 
     from .data import build_dataset
@@ -68,7 +77,7 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     from .metrics import KEY_FID, LPIPSMetric, compute_fidelity_metrics, format_metric, psnr, ssim
 
     metrics = _check_metrics(cfg.metrics)
-    accelerator = accelerator or Accelerator(cpu=cfg.get("cpu", False))
+    accelerator = accelerator or make_accelerator(cfg)
     device = accelerator.device
     model = model.to(device).eval()
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
@@ -89,7 +98,7 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     for batch in tqdm(batches, desc="reconstructing", disable=not accelerator.is_main_process, dynamic_ncols=True):
         images = torch.stack([dataset[i][0] for i in batch])
         noise = torch.stack([image_noise(i, cfg.seed, (3, size, size)) for i in batch])
-        with torch.no_grad():
+        with torch.no_grad(), accelerator.autocast():
             recons = model.reconstruct(images.to(device), steps=cfg.steps, cfg=cfg.cfg, schedule=cfg.schedule,
                                        noise=noise.to(device)).float().cpu()
         per_image: dict[str, torch.Tensor] = {}
@@ -173,8 +182,6 @@ def evaluate_continuously(cfg: DictConfig) -> list[dict[str, Any]]:
     Stops after ``max_checkpoints`` evaluations or when no new checkpoint appeared for
     ``timeout_s`` seconds. Checkpoints already pruned by the trainer are simply skipped.
     """
-    from accelerate import Accelerator
-
     run_dir = Path(_checkpoint_path(cfg))
     out_dir = _output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +189,7 @@ def evaluate_continuously(cfg: DictConfig) -> list[dict[str, Any]]:
     done = set()
     if log_path.is_file():
         done = {json.loads(line)["step"] for line in log_path.read_text().splitlines() if line.strip()}
-    accelerator = Accelerator(cpu=cfg.get("cpu", False))
+    accelerator = make_accelerator(cfg)
     manager = CheckpointManager(run_dir)
     reports: list[dict[str, Any]] = []
     last_new = time.time()
