@@ -308,6 +308,8 @@ class DemoPipeline:
         names = self._models.class_names
         if not self._models.generators:
             raise ValueError("no generator is loaded: load a MaskGIT or AR checkpoint to generate")
+        if isinstance(classes, (str, int)):
+            classes = [classes]
         if not classes:
             raise ValueError("select at least one class (or type a prompt and press Match)")
         ids = []

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .base import GeneratorModel, LossOutput
 from .config import GeneratorConfig
-from .sampling import apply_guidance, filter_logits, sample_from_logits
+from .sampling import apply_guidance, sample_top_k_top_p
 from .transformer import ClassEmbedding, Transformer, drop_labels, init_weights
 
 
@@ -118,8 +118,7 @@ class ARTransformer(GeneratorModel):
             logits = logits.float()
             if guided:
                 logits = apply_guidance(*logits.chunk(2), cfg_scale)
-            logits = filter_logits(logits, top_k, top_p)
-            tokens = torch.cat([tokens, sample_from_logits(logits, temperature, generator)[:, None]], dim=1)
+            tokens = torch.cat([tokens, sample_top_k_top_p(logits, temperature, top_k, top_p, generator)[:, None]], dim=1)
             if progress is not None:
                 progress(position + 1, self.seq_len)
         return tokens

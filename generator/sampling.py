@@ -84,6 +84,20 @@ def sample_from_logits(logits: Tensor, temperature: float = 1.0, generator: torc
     return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
 
 
+def sample_top_k_top_p(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """Temperature first, then the top-k / top-p filters on the tempered distribution, then one draw.
+
+    logits (..., V) -> int64 (...). Tempering before filtering (as LlamaGen does) makes the
+    nucleus the one of the distribution actually sampled from; temperature 0 is argmax.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    return sample_from_logits(filter_logits(logits.float() / temperature, top_k, top_p), 1.0, generator)
+
+
 def select_to_remask(log_confidence: Tensor, still_masked: Tensor, num_to_mask: int, choice_temperature: float,
                      generator: torch.Generator | None = None) -> Tensor:
     """MaskGIT confidence selection: which positions (B, N) bool to mask again for the next step.

@@ -305,3 +305,8 @@ def test_cli_help_lists_the_options():
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert "tokenizer:" in result.stdout and "max_decode_steps" in result.stdout
+
+
+def test_a_single_class_name_or_id_is_not_split_into_characters(pipeline):
+    assert pipeline.resolve_classes(3) == [3]
+    assert pipeline.resolve_classes(pipeline.class_names[3]) == [3]

@@ -246,3 +246,17 @@ def test_check_tokenizer():
         small_model("maskgit", vocab_size=4, tokenizer_hash="0" * 16).check_tokenizer(tok)
     with pytest.raises(ValueError, match="vocab"):
         small_model("maskgit").check_tokenizer(tok)
+
+
+def test_temperature_is_applied_before_the_nucleus_filter():
+    from generator.sampling import sample_top_k_top_p
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(2000, 1)
+    g = torch.Generator().manual_seed(0)
+    # At T=1 the top token holds ~64 % of the mass, so top_p=0.6 keeps it alone; at T=4 the
+    # tempered distribution is flatter and the same nucleus must admit more tokens.
+    cold = sample_top_k_top_p(logits, 1.0, top_p=0.6, generator=g)
+    hot = sample_top_k_top_p(logits, 4.0, top_p=0.6, generator=g)
+    assert set(cold.tolist()) == {0}
+    assert set(hot.tolist()) == {0, 1}
+    assert torch.equal(sample_top_k_top_p(logits[:3], 0.0), torch.zeros(3, dtype=torch.long))

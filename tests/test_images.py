@@ -161,3 +161,14 @@ def test_comparison_grid_interleaves(tmp_path):
     assert pixels[2, 2, 0] == 0 and pixels[2, 12, 0] == 255 and pixels[2, 22, 0] == 0
     with pytest.raises(ValueError, match="same shape"):
         save_comparison_grid(originals, recons[:1], tmp_path / "bad.png")
+
+
+def test_load_image_accepts_uint8_arrays_and_rejects_other_arrays():
+    import numpy as np
+
+    from tokenizer.images import ImageDecodeError, load_image
+
+    gray = np.full((5, 7), 200, dtype=np.uint8)
+    assert load_image(gray).mode == "RGB" and load_image(gray).size == (7, 5)
+    with pytest.raises(ImageDecodeError, match="not an image"):
+        load_image(np.zeros((2, 3, 7), dtype=np.float64))

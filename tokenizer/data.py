@@ -71,10 +71,25 @@ class _SkippingImageDataset(Dataset):
         self.hflip = hflip
         self.class_names: list[str] = []
         self._bad: set[int] = set()
+        self.augmentation_key = (0, 0)  # (seed, epoch), set by infinite_batches before each epoch
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def set_augmentation_epoch(self, seed: int, epoch: int) -> None:
+        """Random crops/flips of sample i become a function of (seed, epoch, i) alone.
+
+        So they do not depend on which DataLoader worker loads a sample or on RNG history,
+        and a run resumed mid-epoch sees exactly the crops of an uninterrupted one.
+        """
+        self.augmentation_key = (seed, epoch)
+
+    def _augmentation_generator(self, index: int) -> torch.Generator | None:
+        if not self.train:
+            return None
+        seed, epoch = self.augmentation_key
+        return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + index) % 2**63)
 
     @property
     def skipped(self) -> int:
@@ -103,7 +118,8 @@ class _SkippingImageDataset(Dataset):
                 self._bad.add(candidate)
                 warnings.warn(f"skipping unreadable image {error}", RuntimeWarning, stacklevel=2)
                 continue
-            return pil_to_tensor(img, self.image_size, self.train, hflip=self.hflip), label
+            generator = self._augmentation_generator(index)
+            return pil_to_tensor(img, self.image_size, self.train, generator=generator, hflip=self.hflip), label
         raise RuntimeError(f"no readable image in the dataset ({count} files, all unreadable)")
 
 
@@ -515,6 +531,8 @@ def infinite_batches(
             f"batch_size {batch_size} exceeds the {sampler.samples_per_epoch} samples per epoch of this rank"
         )
     while True:
+        if isinstance(dataset, _SkippingImageDataset):
+            dataset.set_augmentation_epoch(sampler.seed, sampler.epoch)
         loader_seed = (sampler.seed * 1_000_003 + sampler.epoch) * 1_000_003 + sampler.position
         loader = DataLoader(
             dataset,

@@ -110,9 +110,15 @@ def load_image(
             img = Image.open(io.BytesIO(bytes(source)))
         elif isinstance(source, (str, os.PathLike)):
             img = Image.open(Path(source))
+        elif isinstance(source, np.ndarray):
+            try:
+                img = Image.fromarray(source)
+            except TypeError as error:
+                raise ImageDecodeError(f"{name}: an array of shape {source.shape} and dtype {source.dtype} "
+                                       "is not an image (expected uint8 H x W or H x W x 3/4)") from error
         else:
             raise TypeError(
-                f"load_image takes a path, bytes or a PIL.Image, got {type(source).__name__}"
+                f"load_image takes a path, bytes, a uint8 array or a PIL.Image, got {type(source).__name__}"
             )
         width, height = img.size
         if max_pixels is not None and width * height > max_pixels:

@@ -112,7 +112,7 @@ def flow_matching_losses(model: FlowMo, images: Tensor, code: Tensor, quantized:
     total = weights.flow * flow + weights.entropy * entropy + weights.commitment * commitment
     terms = {"flow": flow, "entropy": entropy, "commitment": commitment}
     if perceptual is not None and weights.perceptual:
-        perc = perceptual(images, one_step_estimate(x_t, v_pred, t).clamp(-1, 1)).float()
+        perc = perceptual(images, one_step_estimate(x_t, v_pred, t)).float()
         total = total + weights.perceptual * perc
         terms["perceptual"] = perc
     terms = {k: v.detach() for k, v in terms.items()}
