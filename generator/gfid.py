@@ -614,9 +614,17 @@ def run_gfid(sample_fn: SampleFn, *, num_samples: int, num_classes: int, out_dir
         if progress is not None and is_main:
             progress(fraction, message)
 
+    # Only the main process reads/writes the plan; its verdict reaches every rank, so a refused
+    # resume stops all of them instead of leaving the others waiting at a barrier.
+    plan_error = None
     if is_main:
-        store.check_plan(settings, overwrite=overwrite)
-    _barrier(accelerator)
+        try:
+            store.check_plan(settings, overwrite=overwrite)
+        except ValueError as error:
+            plan_error = str(error)
+    plan_error = _broadcast(plan_error, accelerator)
+    if plan_error is not None:
+        raise ValueError(plan_error)
 
     report_progress(0.0, "generating samples")
     generation_started = time.perf_counter()
@@ -690,9 +698,10 @@ def _max_over_processes(value: float, accelerator: Any) -> float:
     return float(gathered.max().item())
 
 
-def _broadcast(report: GfidReport | None, accelerator: Any) -> GfidReport:
+def _broadcast(value: Any, accelerator: Any) -> Any:
+    """The main process's ``value`` on every process."""
     if accelerator is None or accelerator.num_processes == 1:
-        return report
+        return value
     from accelerate.utils import broadcast_object_list
 
-    return broadcast_object_list([report], from_process=0)[0]
+    return broadcast_object_list([value], from_process=0)[0]
