@@ -85,3 +85,11 @@ def test_lr_schedule():
     assert lr_factor(10, 10, 100, 0.1) == pytest.approx(1.0)
     assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
     assert lr_factor(55, 10, 100, 0.0) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("model,width", [("maskgit", 768), ("ar", 768)])
+def test_model_shorthand_selects_the_base_size_of_that_kind(model, width):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("generator_train", overrides=[f"model={model}"])
+    assert cfg.generator.model == model and cfg.generator.width == width
+    assert "model" not in cfg
