@@ -127,6 +127,11 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
         return result.rows, result.plot, result.grid, result.summary
 
     # ------------------------------------------------------------------ layout
+    def decoder_sliders() -> tuple[gr.Slider, gr.Slider]:
+        """The tokenizer's sampling controls, the same on every tab that decodes."""
+        return (gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1, label="Decoder steps"),
+                gr.Slider(0, limits.max_cfg, value=d.decode_cfg, step=0.1, label="Decoder CFG"))
+
     num_indices = pipeline.models.tokenizer.config.num_indices
     generators = pipeline.generator_names
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
@@ -162,9 +167,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                         temperature = gr.Slider(0.05, limits.max_temperature, value=d.temperature, step=0.05,
                                                 label="Temperature")
                         seed = gr.Number(0, precision=0, label="Seed")
-                        dec_steps = gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1,
-                                              label="Decoder steps")
-                        dec_cfg = gr.Slider(0, limits.max_cfg, value=d.decode_cfg, step=0.1, label="Decoder CFG")
+                        dec_steps, dec_cfg = decoder_sliders()
                         gen_button = gr.Button("Generate", variant="primary")
                     with gr.Column(scale=2):
                         gen_images = gr.Image(label="Images", type="pil", format="png")
@@ -177,9 +180,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                         rec_file = gr.File(label="Image", file_types=["image"], type="filepath")
                         if examples:
                             gr.Examples([[p] for p in examples], inputs=[rec_file], label="Examples")
-                        rec_steps = gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1,
-                                              label="Decoder steps")
-                        rec_cfg = gr.Slider(0, limits.max_cfg, value=d.decode_cfg, step=0.1, label="Decoder CFG")
+                        rec_steps, rec_cfg = decoder_sliders()
                         rec_seed = gr.Number(0, precision=0, label="Seed")
                         rec_button = gr.Button("Reconstruct", variant="primary")
                     with gr.Column(scale=2):
@@ -205,9 +206,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                         fraction = gr.Slider(0, 1, value=0.25, step=0.01, label="randomize fraction")
                         alpha = gr.Slider(0, 1, value=0.5, step=0.01, label="mix alpha")
                         tok_seed = gr.Number(0, precision=0, label="Seed")
-                        tok_steps = gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1,
-                                              label="Decoder steps")
-                        tok_cfg = gr.Slider(0, limits.max_cfg, value=d.decode_cfg, step=0.1, label="Decoder CFG")
+                        tok_steps, tok_cfg = decoder_sliders()
                         tok_button = gr.Button("Edit and decode", variant="primary")
                     with gr.Column(scale=2):
                         tok_images = gr.Image(label="Decoded", type="pil", format="png")
@@ -228,9 +227,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                         ev_cfg = gr.Slider(0, limits.max_cfg, value=d.cfg, step=0.1, label="Generator CFG")
                         ev_temperature = gr.Slider(0.05, limits.max_temperature, value=d.temperature, step=0.05,
                                                    label="Temperature")
-                        ev_dec_steps = gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1,
-                                                 label="Decoder steps")
-                        ev_dec_cfg = gr.Slider(0, limits.max_cfg, value=d.decode_cfg, step=0.1, label="Decoder CFG")
+                        ev_dec_steps, ev_dec_cfg = decoder_sliders()
                         ev_seed = gr.Number(0, precision=0, label="Seed")
                         ev_button = gr.Button("Evaluate", variant="primary")
                     with gr.Column(scale=2):

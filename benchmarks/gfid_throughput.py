@@ -83,8 +83,8 @@ def main() -> None:
             seconds = time.perf_counter() - start
         rows.append((batch, generated, seconds, generated / seconds))
 
-    print(f"| batch | images | seconds | images/s | 50k images at this rate |")
-    print(f"|------:|-------:|--------:|---------:|------------------------:|")
+    print("| batch | images | seconds | images/s | 50k images at this rate |")
+    print("|------:|-------:|--------:|---------:|------------------------:|")
     for batch, generated, seconds, rate in rows:
         print(f"| {batch} | {generated} | {seconds:.2f} | {rate:.2f} | {50_000 / rate / 3600:.2f} h |")
     print(f"\nmodels: {description}; {size}x{size} px; generator steps {args.steps}, cfg {args.cfg_scale}; "

@@ -34,5 +34,5 @@ def test_page_renders_the_tabs(tmp_path):
     dom = result.stdout
     assert result.returncode == 0, result.stderr[-2000:]
     for tab in ("generate", "reconstruct", "tokens", "evaluate"):  # rendered tab buttons, not the config JSON
-        assert f'role="tab"' in dom and f'data-tab-id="{tab}"' in dom, f"tab {tab!r} not rendered"
+        assert 'role="tab"' in dom and f'data-tab-id="{tab}"' in dom, f"tab {tab!r} not rendered"
     assert "FlowMo" in dom and "32 tokens × vocab 64" in dom  # the title and the status line

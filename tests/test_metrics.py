@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-import torchvision
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from tokenizer.images import tensor_to_uint8, uint8_to_tensor
@@ -55,13 +54,6 @@ def test_psnr_ssim_edge_cases():
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(x[..., :8, :8], x[..., :8, :8])
 
-
-@pytest.fixture(scope="module")
-def alexnet_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "alexnet-random.pth"
-    torch.save(torchvision.models.alexnet().state_dict(), path)
-    return path
 
 
 def test_lpips_metric_matches_lpips_module_per_image(alexnet_file):

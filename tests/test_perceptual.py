@@ -18,14 +18,6 @@ from tokenizer.perceptual import (
 )
 
 
-@pytest.fixture(scope="module")
-def alexnet_file(tmp_path_factory):
-    """torchvision's alexnet .pth layout with random weights."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "alexnet-random.pth"
-    torch.save(torchvision.models.alexnet().state_dict(), path)
-    return path
-
 
 @pytest.fixture(scope="module")
 def vgg_features_file(tmp_path_factory):

@@ -128,10 +128,10 @@ def sample_through_sampler(model: FlowMo, code_in: Tensor, noise: Tensor, timest
     each decoder call is recomputed in backward, so memory holds only the K+1 states z_k
     instead of K sets of transformer activations: flat in K up to those small tensors.
     """
-    velocity = model.velocity_from_input
-    if checkpoint:
-        def velocity(z: Tensor, c: Tensor, t: Tensor) -> Tensor:
-            return torch.utils.checkpoint.checkpoint(model.velocity_from_input, z, c, t, use_reentrant=False)
+    def checkpointed_velocity(z: Tensor, c: Tensor, t: Tensor) -> Tensor:
+        return torch.utils.checkpoint.checkpoint(model.velocity_from_input, z, c, t, use_reentrant=False)
+
+    velocity = checkpointed_velocity if checkpoint else model.velocity_from_input
     return euler_sample(velocity, code_in, noise, timesteps, cfg=cfg, cfg_interval=None)
 
 
