@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .base import GeneratorModel, LossOutput
 from .config import GeneratorConfig
-from .sampling import apply_guidance, sample_top_k_top_p
+from .sampling import RandomSource, apply_guidance, sample_top_k_top_p
 from .transformer import ClassEmbedding, Transformer, drop_labels, init_weights
 
 
@@ -89,7 +89,7 @@ class ARTransformer(GeneratorModel):
 
     @torch.no_grad()
     def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None, cfg_scale: float = 1.0,
-                 temperature: float = 1.0, generator: torch.Generator | None = None, *,
+                 temperature: float = 1.0, generator: RandomSource = None, *,
                  top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
                  progress: Callable[[int, int], None] | None = None) -> Tensor:
         """Sample N tokens one at a time -> indices (B, N) int64.

@@ -14,6 +14,7 @@ from tokenizer.fileio import atomic_write
 
 from .attention import BACKENDS
 from .config import FORMAT_VERSION, GeneratorConfig
+from .sampling import RandomSource
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -103,7 +104,9 @@ class GeneratorModel(nn.Module):
 
     # ------------------------------------------------------------------ generation (subclasses)
     def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None, cfg_scale: float = 1.0,
-                 temperature: float = 1.0, generator: torch.Generator | None = None, **extra: Any) -> Tensor:
+                 temperature: float = 1.0, generator: RandomSource = None, **extra: Any) -> Tensor:
+        """Class ids (B,) -> token indices (B, N) int64. ``generator``: None, one torch.Generator, or
+        one per class id (each sample then depends on its own generator only)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ persistence

@@ -15,10 +15,11 @@ Sampling plan (what makes a run reproducible and resumable):
 - A shard is finished exactly when ``shards/shard_XXXXX.npz`` exists: it is written atomically
   after its PNGs, so a rerun after a kill regenerates only the unfinished shards.
 
-``make_sample_fn`` draws the decoder noise of every sample from its own seed, so decoded images
-are independent of batching for a given token grid; the generator's token sampling draws from one
-``torch.Generator`` per batch seeded by the batch's first sample, which is why ``batch_size`` is
-part of the plan (changing it is refused on resume).
+``make_sample_fn`` gives every sample its own ``torch.Generator`` for token sampling and its own
+decoder noise, both seeded by the sample's seed, so a sample does not depend on the batch it is
+generated in. ``batch_size`` is still part of the plan (changing it is refused on resume) because
+batched kernels may round differently at another batch shape, and a resumed run is meant to be
+bit-identical to an uninterrupted one.
 
 Outputs in ``out_dir``: ``plan.json``, ``shards/``, ``images/`` (PNG per sample, optional),
 ``samples_{N}x{H}x{W}x3.npz`` (the ADM layout: ``arr_0`` uint8 N×H×W×3, ``arr_1`` int64 labels),
@@ -276,9 +277,9 @@ def make_sample_fn(generator_model: torch.nn.Module, tokenizer: torch.nn.Module,
 
     ``gen_kwargs``: the generator's sampling options (num_steps, cfg_scale, temperature, top_k,
     top_p, cfg_schedule, ...; ``None`` values are left to the model's defaults). ``dec_kwargs``:
-    FlowMo.decode options (steps, cfg, schedule, cfg_interval). Token sampling uses one
-    torch.Generator per batch seeded with the batch's first seed; the decoder's initial noise is
-    drawn per sample from its own seed (on the CPU, so it is the same on every device). Both models
+    FlowMo.decode options (steps, cfg, schedule, cfg_interval). Token sampling draws every sample
+    from its own torch.Generator and the decoder's initial noise from its own seed (on the CPU, so
+    it is the same on every device). Both models
     are put in eval mode, and the generator must match the tokenizer (``check_tokenizer``).
     """
     gen_kwargs, dec_kwargs = dict(gen_kwargs or {}), dict(dec_kwargs or {})
@@ -296,8 +297,8 @@ def make_sample_fn(generator_model: torch.nn.Module, tokenizer: torch.nn.Module,
 
     def sample_fn(class_ids: Tensor, seeds: Tensor) -> Tensor:
         device = next(generator_model.parameters()).device
-        token_rng = torch.Generator(device=device).manual_seed(int(seeds[0]))
-        indices = generator_model.generate(class_ids.to(device), generator=token_rng, **gen_kwargs)
+        token_rngs = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        indices = generator_model.generate(class_ids.to(device), generator=token_rngs, **gen_kwargs)
         size = tokenizer.config.image_size
         noise = torch.stack([torch.randn(3, size, size, generator=torch.Generator().manual_seed(int(s)))
                              for s in seeds])

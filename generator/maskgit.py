@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from .base import GeneratorModel, LossOutput
 from .config import GeneratorConfig
-from .sampling import (apply_guidance, guidance_scale, masked_after_step, sample_from_logits, select_to_remask,
-                       training_mask)
+from .sampling import (RandomSource, apply_guidance, guidance_scale, masked_after_step, sample_from_logits,
+                       select_to_remask, training_mask)
 from .transformer import ClassEmbedding, Transformer, drop_labels, init_weights
 
 DEFAULT_STEPS = 12
@@ -68,7 +68,7 @@ class MaskGIT(GeneratorModel):
 
     @torch.no_grad()
     def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None, cfg_scale: float = 1.0,
-                 temperature: float = 1.0, generator: torch.Generator | None = None, *,
+                 temperature: float = 1.0, generator: RandomSource = None, *,
                  guidance_schedule: str = "constant", choice_temperature: float = 4.5,
                  progress: Callable[[int, int], None] | None = None) -> Tensor:
         """Iterative parallel decoding -> token indices (B, N) int64.

@@ -1,15 +1,20 @@
 """Sampling math shared by the generators: masking schedule, confidence selection, filtering, guidance.
 
-Pure functions on tensors; every random draw takes an optional ``torch.Generator`` so that
-generation is reproducible.
+Pure functions on tensors. Every random draw at generation time takes a ``RandomSource``: None
+(torch's global RNG), one ``torch.Generator``, or one generator per batch row, in which case row b
+draws only from generator b, so a sample does not depend on the batch it was generated in
+(what the gFID harness needs for results independent of batch size and process count).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor
+
+RandomSource = Union[torch.Generator, Sequence[torch.Generator], None]
 
 GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
 
@@ -52,9 +57,18 @@ def apply_guidance(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
     return uncond + scale * (cond - uncond)
 
 
+def uniform(shape: torch.Size | tuple[int, ...], device: torch.device | str, generator: RandomSource = None) -> Tensor:
+    """U[0, 1) of ``shape`` (B, ...); with a list of B generators row b comes from generator b alone."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(shape, device=device, generator=generator)
+    if len(generator) != shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]} rows: give one per row")
+    return torch.stack([torch.rand(tuple(shape[1:]), generator=g, device=g.device) for g in generator]).to(device)
+
+
 def gumbel_noise(shape: torch.Size | tuple[int, ...], device: torch.device | str,
-                 generator: torch.Generator | None = None) -> Tensor:
-    u = torch.rand(shape, device=device, generator=generator).clamp_(1e-20, 1.0 - 1e-7)
+                 generator: RandomSource = None) -> Tensor:
+    u = uniform(shape, device, generator).clamp_(1e-20, 1.0 - 1e-7)
     return -torch.log(-torch.log(u))
 
 
@@ -73,19 +87,24 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     return logits
 
 
-def sample_from_logits(logits: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """One categorical draw per row of logits (..., V) at ``temperature`` (0 -> argmax); returns int64 (...)."""
+def sample_from_logits(logits: Tensor, temperature: float = 1.0, generator: RandomSource = None) -> Tensor:
+    """One categorical draw per row of logits (..., V) at ``temperature`` (0 -> argmax); returns int64 (...).
+
+    Inverse-CDF sampling with one uniform number per row, drawn through :func:`uniform`.
+    """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = (logits.float() / temperature).softmax(dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    cdf = (logits.float() / temperature).softmax(dim=-1).cumsum(dim=-1)
+    u = uniform(cdf.shape[:-1], cdf.device, generator)
+    # right=True never lands on a zero-probability token (its CDF step is flat).
+    picked = torch.searchsorted(cdf, (u * cdf[..., -1]).unsqueeze(-1), right=True).squeeze(-1)
+    return picked.clamp_max(cdf.shape[-1] - 1)
 
 
 def sample_top_k_top_p(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                       generator: torch.Generator | None = None) -> Tensor:
+                       generator: RandomSource = None) -> Tensor:
     """Temperature first, then the top-k / top-p filters on the tempered distribution, then one draw.
 
     logits (..., V) -> int64 (...). Tempering before filtering (as LlamaGen does) makes the
@@ -99,7 +118,7 @@ def sample_top_k_top_p(logits: Tensor, temperature: float = 1.0, top_k: int | No
 
 
 def select_to_remask(log_confidence: Tensor, still_masked: Tensor, num_to_mask: int, choice_temperature: float,
-                     generator: torch.Generator | None = None) -> Tensor:
+                     generator: RandomSource = None) -> Tensor:
     """MaskGIT confidence selection: which positions (B, N) bool to mask again for the next step.
 
     Confidence = log p(sampled token) + choice_temperature * Gumbel noise; positions decided in

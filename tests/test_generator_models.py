@@ -260,3 +260,29 @@ def test_temperature_is_applied_before_the_nucleus_filter():
     assert set(cold.tolist()) == {0}
     assert set(hot.tolist()) == {0, 1}
     assert torch.equal(sample_top_k_top_p(logits[:3], 0.0), torch.zeros(3, dtype=torch.long))
+
+
+def test_sample_from_logits_follows_the_distribution_and_skips_impossible_tokens():
+    from generator.sampling import sample_from_logits
+
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    draws = sample_from_logits(probs.log().repeat(20000, 1), generator=torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(draws, minlength=4).float() / len(draws)
+    assert frequencies[3] == 0
+    torch.testing.assert_close(frequencies, probs, atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("model", ["maskgit", "ar"])
+def test_per_sample_generators_make_samples_independent_of_the_batch(model):
+    net = small_model(model).eval()
+    classes = [1, 2, 0]
+
+    def rngs(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    batched = net.generate(classes, num_steps=4, cfg_scale=2.0, generator=rngs([10, 11, 12]))
+    alone = torch.cat([net.generate([c], num_steps=4, cfg_scale=2.0, generator=rngs([s]))
+                       for c, s in zip(classes, [10, 11, 12])])
+    assert torch.equal(batched, alone)
+    with pytest.raises(ValueError, match="one per row"):
+        net.generate(classes, generator=rngs([1, 2]))

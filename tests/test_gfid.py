@@ -166,6 +166,8 @@ def test_make_sample_fn_chains_generator_and_tokenizer_reproducibly():
     assert first.shape == (2, 3, 32, 32) and first.dtype == torch.float32
     torch.testing.assert_close(sample_fn(class_ids, seeds), first, rtol=0, atol=0)
     assert not torch.equal(sample_fn(class_ids, torch.tensor([11, 13]))[1], first[1])
+    # A sample depends on its own seed only: generated alone it matches its row of the batch.
+    torch.testing.assert_close(sample_fn(class_ids[1:], seeds[1:]), first[1:], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="'generator' is set by the harness"):
         make_sample_fn(generator_model, tokenizer, {"generator": None})
 
