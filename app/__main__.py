@@ -7,9 +7,9 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def _path(value: str | None) -> str | None:
-    from hydra.utils import to_absolute_path
+    from tokenizer.paths import user_path
 
-    return to_absolute_path(str(value)) if value not in (None, "") else None
+    return str(user_path(value)) if value not in (None, "") else None
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="app")

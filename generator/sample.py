@@ -16,10 +16,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tokenizer.fileio import atomic_write
+from tokenizer.paths import user_path
 
 from .base import GeneratorModel
 from .loading import load_generator
-from .tokenize_dataset import load_tokenizer, pick_device, user_path
+from .tokenize_dataset import load_tokenizer, pick_device
 
 
 def classes_from_prompt(model: GeneratorModel, prompt: str) -> list[int]:

@@ -17,15 +17,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tokenizer import FlowMo, load_flowmo
+from tokenizer.paths import user_path
 
 from .tokens import TokenCacheManifest, tokenize_to_cache
-
-
-def user_path(path: str | os.PathLike) -> Path:
-    """A path given by the user, relative to the launch directory when Hydra runs."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return Path(hydra.utils.to_absolute_path(str(path))) if HydraConfig.initialized() else Path(path)
 
 
 def pick_device(device: str) -> torch.device:

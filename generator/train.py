@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 
 from tokenizer.checkpoint import EMA, CheckpointManager, capture_rng_state, restore_rng_state
 from tokenizer.fileio import atomic_write
+from tokenizer.paths import output_directory, user_path
 
 from .base import GeneratorModel, build_generator
 from .config import GeneratorConfig
-from .tokenize_dataset import build_token_cache, default_cache_dir, load_tokenizer, user_path
+from .tokenize_dataset import build_token_cache, default_cache_dir, load_tokenizer
 from .tokens import MANIFEST_FILE, TokenBatches, TokenCache, read_manifest
 
 
@@ -54,16 +55,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     params = [p for p in model.parameters() if p.requires_grad]
     return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-
-
-def run_directory(cfg: DictConfig) -> Path:
-    if cfg.get("run_dir"):
-        return user_path(cfg.run_dir)
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    raise ValueError("run_dir is not set and Hydra is not running: pass run_dir=<folder>")
 
 
 def resolve_token_cache(cfg: DictConfig, is_main: bool, wait: Any) -> Path:
@@ -93,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from accelerate.utils import gather_object, set_seed
 
     tcfg = cfg.train
-    run_dir = run_directory(cfg)
+    run_dir = output_directory(cfg.get("run_dir"), "run_dir")
     mixed = tcfg.mixed_precision
     if mixed == "auto":
         mixed = "bf16" if torch.cuda.is_available() else "no"

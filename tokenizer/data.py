@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .fileio import atomic_write
+from .paths import user_path
 from .images import ImageDecodeError, load_image, pil_to_tensor
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "synset_of",
     "ResumableSampler",
     "infinite_batches",
-    "resolve_user_path",
 ]
 
 IMAGE_EXTENSIONS = (
@@ -43,20 +43,6 @@ IMAGE_EXTENSIONS = (
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 DIGITS_VAL_SIZE = 297
 DIGITS_SPLIT_SEED = 0
-
-
-def resolve_user_path(path: str | os.PathLike) -> Path:
-    """A path as the user typed it: relative to the launch directory when Hydra runs."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            from hydra.utils import to_absolute_path
-
-            return Path(to_absolute_path(str(path)))
-    except ImportError:
-        pass
-    return Path(path).expanduser()
 
 
 class _SkippingImageDataset(Dataset):
@@ -380,7 +366,7 @@ def _required_path(data_cfg: Mapping, key: str) -> Path:
     value = _config_value(data_cfg, key)
     if value in (None, "", "???"):
         raise ValueError(f"data.{key} is not set: pass data.{key}=/path/to/... on the command line")
-    path = resolve_user_path(value)
+    path = user_path(value)
     if not path.exists():
         raise FileNotFoundError(f"data.{key} does not exist: {path}")
     return path

@@ -27,6 +27,7 @@ from .checkpoint import CheckpointManager, parse_step
 from .fileio import atomic_write
 from .loading import load_flowmo
 from .model import FlowMo
+from .paths import output_directory, user_path
 
 METRICS = ("rfid", "psnr", "ssim", "lpips_alex", "lpips_vgg")
 
@@ -146,31 +147,15 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     return report
 
 
-def _output_dir(cfg: DictConfig) -> Path:
-    if cfg.get("out_dir"):
-        return Path(hydra.utils.to_absolute_path(str(cfg.out_dir)) if _hydra_running() else str(cfg.out_dir))
-    if _hydra_running():
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    raise ValueError("out_dir is not set and Hydra is not running: pass out_dir=<folder>")
-
-
-def _hydra_running() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.initialized()
-
-
 def _checkpoint_path(cfg: DictConfig) -> str:
     if cfg.checkpoint in (None, "???"):
         raise ValueError("checkpoint is not set: pass checkpoint=<run dir, step dir, save_pretrained dir or .pth>")
-    return hydra.utils.to_absolute_path(str(cfg.checkpoint)) if _hydra_running() else str(cfg.checkpoint)
+    return str(user_path(cfg.checkpoint))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.checkpoint`` once; returns the report."""
-    out_dir = _output_dir(cfg)
+    out_dir = output_directory(cfg.get("out_dir"), "out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_flowmo(_checkpoint_path(cfg), config=cfg.get("preset"))
     return evaluate_model(model, cfg, out_dir)
@@ -183,7 +168,7 @@ def evaluate_continuously(cfg: DictConfig) -> list[dict[str, Any]]:
     ``timeout_s`` seconds. Checkpoints already pruned by the trainer are simply skipped.
     """
     run_dir = Path(_checkpoint_path(cfg))
-    out_dir = _output_dir(cfg)
+    out_dir = output_directory(cfg.get("out_dir"), "out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "evaluations.jsonl"
     done = set()

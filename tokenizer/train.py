@@ -30,6 +30,7 @@ from .fileio import atomic_write
 from .loading import load_flowmo
 from .losses import LossWeights, freeze, stage1a_losses, stage1b_losses
 from .model import FlowMo
+from .paths import output_directory, user_path
 
 STAGES = ("1a", "1b")
 
@@ -145,22 +146,6 @@ class _RunState:
     val: dict[str, float] = field(default_factory=dict)
 
 
-def run_directory(cfg: DictConfig) -> Path:
-    if cfg.get("run_dir"):
-        return Path(hydra.utils.to_absolute_path(str(cfg.run_dir))) if _hydra_running() else Path(cfg.run_dir)
-    if _hydra_running():
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    raise ValueError("run_dir is not set and Hydra is not running: pass run_dir=<folder>")
-
-
-def _hydra_running() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.initialized()
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) one training stage as configured; returns a summary (step, losses, paths, val)."""
     from accelerate import Accelerator
@@ -172,7 +157,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
     tcfg, lcfg = cfg.train, cfg.loss
-    run_dir = run_directory(cfg)
+    run_dir = output_directory(cfg.get("run_dir"), "run_dir")
     mixed = tcfg.mixed_precision
     if mixed == "auto":
         mixed = "bf16" if torch.cuda.is_available() else "no"
@@ -193,8 +178,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if stage == "1b" and resume_dir is None:
         if not cfg.get("init_from"):
             raise ValueError("stage=1b starts from a Stage-1A checkpoint: set init_from=<run dir or step dir>")
-        load_initial_weights(model, hydra.utils.to_absolute_path(str(cfg.init_from)) if _hydra_running()
-                             else str(cfg.init_from), cfg.init_weights)
+        load_initial_weights(model, str(user_path(cfg.init_from)), cfg.init_weights)
     for name in unused_parameter_names(model):
         model.get_parameter(name).requires_grad_(False)
     norm_weights = block_linear_weights(model)

@@ -1,0 +1,37 @@
+"""Paths typed by users on the command line, and the output folder of a run.
+
+Hydra's runs keep the launch directory as the working directory (``chdir: false``), but
+``to_absolute_path`` is still the one documented way to read a user's relative path; outside
+Hydra (tests, Python callers) paths are taken as given.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def hydra_running() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized()
+
+
+def user_path(path: str | os.PathLike) -> Path:
+    """A path as the user typed it: relative to the launch directory when Hydra runs."""
+    if hydra_running():
+        from hydra.utils import to_absolute_path
+
+        return Path(to_absolute_path(str(path)))
+    return Path(path).expanduser()
+
+
+def output_directory(explicit: str | os.PathLike | None, option: str) -> Path:
+    """``explicit`` if given, else Hydra's run folder; outside Hydra the option is required."""
+    if explicit:
+        return user_path(explicit)
+    if hydra_running():
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    raise ValueError(f"{option} is not set and Hydra is not running: pass {option}=<folder>")
