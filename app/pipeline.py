@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from tokenizer.cli import resolve_device
+
 from .limits import DemoLimits, check_float, check_int
 from .visualize import metrics_bar_plot
 
@@ -60,15 +62,7 @@ class DemoSettings:
     work_dir: str | None = None  # evaluation outputs, prompt vocabularies; None: a temporary directory
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise ValueError(f"device={self.device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} requested but CUDA is not available; use device=cpu")
-        return device
+        return resolve_device(self.device)
 
     def torch_dtype(self) -> torch.dtype:
         if self.dtype not in DTYPES:

@@ -16,11 +16,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tokenizer.fileio import atomic_write
-from tokenizer.paths import user_path
+from tokenizer.cli import resolve_device, user_path
 
 from .base import GeneratorModel
 from .loading import load_generator
-from .tokenize_dataset import load_tokenizer, pick_device
+from .tokenize_dataset import load_tokenizer
 
 
 def classes_from_prompt(model: GeneratorModel, prompt: str) -> list[int]:
@@ -57,7 +57,7 @@ def save_indices(path: str | os.PathLike, indices: torch.Tensor, class_ids: Sequ
 def main(cfg: DictConfig) -> None:
     from tokenizer.images import save_image_grid
 
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     model = load_generator(user_path(cfg.checkpoint), map_location=device)
     model.set_attention_backend(cfg.attention_backend)
     tokenizer = load_tokenizer(cfg.tokenizer, device)

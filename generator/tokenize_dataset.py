@@ -17,15 +17,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tokenizer import FlowMo, load_flowmo
-from tokenizer.paths import user_path
+from tokenizer.cli import resolve_device, user_path
 
 from .tokens import TokenCacheManifest, tokenize_to_cache
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_tokenizer(tokenizer_cfg: Mapping[str, Any], device: str | torch.device = "cpu") -> FlowMo:
@@ -57,7 +51,7 @@ def build_token_cache(data_cfg: Mapping[str, Any], tokenizer: FlowMo, out: str |
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="tokenize_dataset")
 def main(cfg: DictConfig) -> None:
-    tokenizer = load_tokenizer(cfg.tokenizer, pick_device(cfg.device))
+    tokenizer = load_tokenizer(cfg.tokenizer, resolve_device(cfg.device))
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     out = user_path(cfg.out) if cfg.out else default_cache_dir(cfg.cache_root, data_cfg["name"], cfg.split,
                                                                  tokenizer, cfg.flip)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from tokenizer.checkpoint import EMA, CheckpointManager, capture_rng_state, restore_rng_state
 from tokenizer.fileio import atomic_write
-from tokenizer.paths import output_directory, user_path
+from tokenizer.cli import output_directory, user_path
 
 from .base import GeneratorModel, build_generator
 from .config import GeneratorConfig

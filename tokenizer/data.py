@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .fileio import atomic_write
-from .paths import user_path
+from .cli import user_path
 from .images import ImageDecodeError, load_image, pil_to_tensor
 
 __all__ = [

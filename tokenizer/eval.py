@@ -27,7 +27,7 @@ from .checkpoint import CheckpointManager, parse_step
 from .fileio import atomic_write
 from .loading import load_flowmo
 from .model import FlowMo
-from .paths import output_directory, user_path
+from .cli import output_directory, user_path
 
 METRICS = ("rfid", "psnr", "ssim", "lpips_alex", "lpips_vgg")
 

@@ -30,7 +30,7 @@ from .fileio import atomic_write
 from .loading import load_flowmo
 from .losses import LossWeights, freeze, stage1a_losses, stage1b_losses
 from .model import FlowMo
-from .paths import output_directory, user_path
+from .cli import output_directory, user_path
 
 STAGES = ("1a", "1b")
 

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from tokenizer.paths import output_directory, user_path
+from tokenizer.cli import output_directory, user_path
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -29,3 +29,17 @@ def test_inside_hydra_relative_paths_resolve_against_the_launch_directory(tmp_pa
             assert output_directory(None, "run_dir") == tmp_path / "hydra_out"
         finally:
             HydraConfig.instance().cfg = None
+
+
+def test_resolve_device_checks_names():
+    import torch
+
+    from tokenizer.cli import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in {"cpu", "cuda"}
+    with pytest.raises(ValueError, match="not a device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")

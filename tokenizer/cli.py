@@ -1,4 +1,4 @@
-"""Paths typed by users on the command line, and the output folder of a run.
+"""What every entry point needs from its command line: user paths, the run folder, the device.
 
 Hydra's runs keep the launch directory as the working directory (``chdir: false``), but
 ``to_absolute_path`` is still the one documented way to read a user's relative path; outside
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import torch
 
 
 def hydra_running() -> bool:
@@ -35,3 +37,16 @@ def output_directory(explicit: str | os.PathLike | None, option: str) -> Path:
 
         return Path(HydraConfig.get().runtime.output_dir)
     raise ValueError(f"{option} is not set and Hydra is not running: pass {option}=<folder>")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``, checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} requested but CUDA is not available; use device=cpu")
+    return device
