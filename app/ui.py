@@ -127,6 +127,13 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
         return result.rows, result.plot, result.grid, result.summary
 
     # ------------------------------------------------------------------ layout
+    def generator_sliders() -> tuple[gr.Slider, gr.Slider, gr.Slider]:
+        """The generator's sampling controls (steps, CFG, temperature), the same on every tab that samples."""
+        return (gr.Slider(1, limits.max_generator_steps, value=d.generator_steps, step=1,
+                          label="Generator steps (MaskGIT)"),
+                gr.Slider(0, limits.max_cfg, value=d.cfg, step=0.1, label="Generator CFG"),
+                gr.Slider(0.05, limits.max_temperature, value=d.temperature, step=0.05, label="Temperature"))
+
     def decoder_sliders() -> tuple[gr.Slider, gr.Slider]:
         """The tokenizer's sampling controls, the same on every tab that decodes."""
         return (gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1, label="Decoder steps"),
@@ -161,11 +168,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                                                  label="Generator")
                         samples = gr.Slider(1, limits.max_batch, value=d.samples_per_class, step=1,
                                             label="Samples per class")
-                        steps = gr.Slider(1, limits.max_generator_steps, value=d.generator_steps, step=1,
-                                          label="Generator steps (MaskGIT)")
-                        cfg = gr.Slider(0, limits.max_cfg, value=d.cfg, step=0.1, label="Generator CFG")
-                        temperature = gr.Slider(0.05, limits.max_temperature, value=d.temperature, step=0.05,
-                                                label="Temperature")
+                        steps, cfg, temperature = generator_sliders()
                         seed = gr.Number(0, precision=0, label="Seed")
                         dec_steps, dec_cfg = decoder_sliders()
                         gen_button = gr.Button("Generate", variant="primary")
@@ -222,11 +225,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                                                step=1, label="Samples")
                         ev_gen = gr.Dropdown(generators, value=generators[0] if generators else None,
                                              label="Generator")
-                        ev_steps = gr.Slider(1, limits.max_generator_steps, value=d.generator_steps, step=1,
-                                             label="Generator steps")
-                        ev_cfg = gr.Slider(0, limits.max_cfg, value=d.cfg, step=0.1, label="Generator CFG")
-                        ev_temperature = gr.Slider(0.05, limits.max_temperature, value=d.temperature, step=0.05,
-                                                   label="Temperature")
+                        ev_steps, ev_cfg, ev_temperature = generator_sliders()
                         ev_dec_steps, ev_dec_cfg = decoder_sliders()
                         ev_seed = gr.Number(0, precision=0, label="Seed")
                         ev_button = gr.Button("Evaluate", variant="primary")

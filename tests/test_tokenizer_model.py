@@ -252,3 +252,10 @@ def test_bf16_autocast_stays_close_to_float32(tiny_model, reference):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         v = tiny_model.velocity(reference["noised"], reference["code_quant"], reference["t"])
     assert (v.float() - reference["velocity"]).abs().mean() < 0.05 * reference["velocity"].abs().mean() + 1e-3
+
+
+def test_config_from_dict_names_unknown_fields():
+    data = {**FlowMoConfig.preset("tiny").to_dict(), "patch_szie": 4}
+    with pytest.raises(ValueError, match=r"unknown FlowMoConfig field\(s\): \['patch_szie'\]"):
+        FlowMoConfig.from_dict(data)
+    assert FlowMoConfig.from_dict(FlowMoConfig.preset("tiny").to_dict()) == FlowMoConfig.preset("tiny")

@@ -121,11 +121,7 @@ class FlowMoConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FlowMoConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown FlowMoConfig field(s): {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
     def architecture_hash(self) -> str:
         """Short hash of every field that shapes the weights, plus FORMAT_VERSION."""
@@ -138,6 +134,15 @@ class FlowMoConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown FlowMo preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**PRESETS[name])
+
+
+def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """``cls(**data)`` for a config dataclass, naming unknown keys (a typo in a config file) clearly."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {unknown}; known: {sorted(known)}")
+    return cls(**data)
 
 
 def _hidden(width: float) -> int:
