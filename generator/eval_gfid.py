@@ -6,13 +6,12 @@ Reads configs/eval_gfid.yaml; the work is ``generator.gfid.run_gfid``. Multi-GPU
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
+
+from tokenizer.cli import output_directory, resolve_mixed_precision, user_path
 
 from .gfid import default_cache_dir, make_sample_fn, run_gfid
 
@@ -24,7 +23,7 @@ def resolve_reference_option(cfg: DictConfig) -> Any:
             raise ValueError("reference=dataset needs a data config, e.g. data=imagenet_tar data.train_tar=... "
                              "(or give reference=/path/to/folder_or_stats.npz)")
         return OmegaConf.to_container(cfg.data, resolve=True)
-    return to_absolute_path(str(cfg.reference))
+    return str(user_path(cfg.reference))
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval_gfid")
@@ -34,9 +33,9 @@ def main(cfg: DictConfig) -> None:
     from generator import load_generator
     from tokenizer import load_flowmo
 
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
-    generator_model = load_generator(to_absolute_path(cfg.checkpoint)).to(accelerator.device).eval()
-    tokenizer = load_flowmo(to_absolute_path(cfg.tokenizer.checkpoint), config=cfg.tokenizer.preset)
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
+    generator_model = load_generator(user_path(cfg.checkpoint)).to(accelerator.device).eval()
+    tokenizer = load_flowmo(user_path(cfg.tokenizer.checkpoint), config=cfg.tokenizer.preset)
     tokenizer = tokenizer.to(accelerator.device).eval()
     sampling = OmegaConf.to_container(cfg.sampling, resolve=True)
     decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
@@ -51,10 +50,10 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"num_classes={num_classes}: the generator knows classes 0..{generator_model.num_classes - 1}"
                          " (num_classes=k evaluates the first k of them)")
     class_names = list(generator_model.class_names)[:num_classes]
-    out_dir = Path(to_absolute_path(cfg.out_dir)) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir)
+    out_dir = output_directory(cfg.out_dir, "out_dir")
     settings = {
-        "checkpoint": to_absolute_path(cfg.checkpoint),
-        "tokenizer": {"checkpoint": to_absolute_path(cfg.tokenizer.checkpoint), "preset": cfg.tokenizer.preset,
+        "checkpoint": str(user_path(cfg.checkpoint)),
+        "tokenizer": {"checkpoint": str(user_path(cfg.tokenizer.checkpoint)), "preset": cfg.tokenizer.preset,
                       "architecture_hash": tokenizer.config.architecture_hash()},
         "sampling": sampling,
         "decoding": decoding,
@@ -63,11 +62,11 @@ def main(cfg: DictConfig) -> None:
     report = run_gfid(
         autocast_sample_fn, num_samples=cfg.num_samples, num_classes=num_classes, out_dir=out_dir,
         reference=resolve_reference_option(cfg),
-        inception_weights=to_absolute_path(cfg.inception_weights) if cfg.inception_weights else None,
+        inception_weights=str(user_path(cfg.inception_weights)) if cfg.inception_weights else None,
         allow_random=cfg.allow_random_weights, shard_size=cfg.shard_size, batch_size=cfg.batch_size,
         seed=cfg.seed, metrics=list(cfg.metrics), class_names=class_names, settings=settings,
         reference_split=cfg.reference_split, max_reference_images=cfg.max_reference_images,
-        cache_dir=to_absolute_path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(),
+        cache_dir=str(user_path(cfg.cache_dir)) if cfg.cache_dir else default_cache_dir(),
         save_png=cfg.save_png, write_npz=cfg.write_npz, overwrite=cfg.overwrite,
         feature_batch_size=cfg.feature_batch_size, accelerator=accelerator,
         verbose=accelerator.is_main_process)

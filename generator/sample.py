@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tokenizer.fileio import atomic_write
-from tokenizer.cli import resolve_device, user_path
+from tokenizer.cli import resolve_device, resolve_mixed_precision, user_path
 
 from .base import GeneratorModel
 from .loading import load_generator
@@ -70,10 +70,9 @@ def main(cfg: DictConfig) -> None:
         raise ValueError("say what to draw: class_ids=[...] or prompt=\"...\"")
     class_ids = [c for c in classes for _ in range(cfg.samples_per_class)]
     options = {k: v for k, v in OmegaConf.to_container(cfg.sampling, resolve=True).items() if v is not None}
-    if cfg.mixed_precision not in ("auto", "bf16", "no"):
-        raise ValueError(f"mixed_precision must be auto, bf16 or no, got {cfg.mixed_precision!r}")
-    bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    precision = resolve_mixed_precision(cfg.mixed_precision, cpu=device.type != "cuda")
+    autocast_dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=precision != "no"):
         images, indices = sample_images(model, tokenizer, class_ids, seed=cfg.seed, batch_size=cfg.batch_size,
                                         decode_steps=cfg.decode_steps, decode_cfg=cfg.decode_cfg, **options)
     images = images.float()

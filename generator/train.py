@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from tokenizer.checkpoint import EMA, CheckpointManager, capture_rng_state, restore_rng_state
 from tokenizer.fileio import atomic_write
-from tokenizer.cli import output_directory, user_path
+from tokenizer.cli import output_directory, resolve_mixed_precision, user_path
 
 from .base import GeneratorModel, build_generator
 from .config import GeneratorConfig
@@ -85,10 +85,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     tcfg = cfg.train
     run_dir = output_directory(cfg.get("run_dir"), "run_dir")
-    mixed = tcfg.mixed_precision
-    if mixed == "auto":
-        mixed = "bf16" if torch.cuda.is_available() else "no"
-    accelerator = Accelerator(mixed_precision=mixed, cpu=tcfg.get("cpu", False))
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(tcfg.mixed_precision, tcfg.get("cpu", False)),
+                              cpu=tcfg.get("cpu", False))
     is_main = accelerator.is_main_process
     set_seed(cfg.seed + accelerator.process_index)
     if is_main:

@@ -50,3 +50,16 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} requested but CUDA is not available; use device=cpu")
     return device
+
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+def resolve_mixed_precision(name: str, cpu: bool = False) -> str:
+    """accelerate's ``mixed_precision`` for a config value: ``auto`` is bf16 when the run will use
+    CUDA (and ``cpu`` does not force the CPU), else ``no``; ``no``, ``bf16`` and ``fp16`` pass through."""
+    if name not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision={name!r}; choose one of {list(MIXED_PRECISION)}")
+    if name == "auto":
+        return "bf16" if torch.cuda.is_available() and not cpu else "no"
+    return name

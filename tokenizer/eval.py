@@ -27,7 +27,7 @@ from .checkpoint import CheckpointManager, parse_step
 from .fileio import atomic_write
 from .loading import load_flowmo
 from .model import FlowMo
-from .cli import output_directory, user_path
+from .cli import output_directory, resolve_mixed_precision, user_path
 
 METRICS = ("rfid", "psnr", "ssim", "lpips_alex", "lpips_vgg")
 
@@ -60,10 +60,8 @@ def make_accelerator(cfg: DictConfig) -> Any:
     """Devices and precision for evaluation: bf16 autocast on CUDA unless ``mixed_precision`` says otherwise."""
     from accelerate import Accelerator
 
-    mixed = cfg.get("mixed_precision", "auto")
-    if mixed == "auto":
-        mixed = "bf16" if torch.cuda.is_available() and not cfg.get("cpu", False) else "no"
-    return Accelerator(cpu=cfg.get("cpu", False), mixed_precision=mixed)
+    cpu = cfg.get("cpu", False)
+    return Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(cfg.get("mixed_precision", "auto"), cpu))
 
 
 def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: Any = None) -> dict[str, Any]:

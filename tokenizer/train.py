@@ -30,7 +30,7 @@ from .fileio import atomic_write
 from .loading import load_flowmo
 from .losses import LossWeights, freeze, stage1a_losses, stage1b_losses
 from .model import FlowMo
-from .cli import output_directory, user_path
+from .cli import output_directory, resolve_mixed_precision, user_path
 
 STAGES = ("1a", "1b")
 
@@ -158,10 +158,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
     tcfg, lcfg = cfg.train, cfg.loss
     run_dir = output_directory(cfg.get("run_dir"), "run_dir")
-    mixed = tcfg.mixed_precision
-    if mixed == "auto":
-        mixed = "bf16" if torch.cuda.is_available() else "no"
-    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=tcfg.grad_accum,
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(tcfg.mixed_precision, tcfg.get("cpu", False)),
+                              gradient_accumulation_steps=tcfg.grad_accum,
                               cpu=tcfg.get("cpu", False),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
     is_main = accelerator.is_main_process
