@@ -9,12 +9,13 @@ Prints a markdown table: tokens/s and images/s per setting, with the hardware li
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
 
 from generator import ARTransformer, GeneratorConfig, MaskGIT
+
+from hardware import describe  # benchmarks/hardware.py, beside this script
 
 SIZES = {  # width, depth, heads
     "tiny": (64, 2, 2),
@@ -22,12 +23,6 @@ SIZES = {  # width, depth, heads
     "b": (768, 12, 12),
     "l": (1024, 24, 16),
 }
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def timed(fn, repeats: int) -> float:
@@ -75,7 +70,7 @@ def main() -> None:
                         args.repeats)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         rows.append((kind, f"{params:.1f} M", label, args.batch * args.seq_len / seconds, args.batch / seconds))
-    print(f"\nhardware: {hardware()}; dtype {args.dtype}; batch {args.batch}; cfg {args.cfg}; "
+    print(f"\nhardware: {describe()}; dtype {args.dtype}; batch {args.batch}; cfg {args.cfg}; "
           f"{args.seq_len} indices of vocab {args.vocab}; size {args.size} ({width} x {depth})\n")
     print("| model | params | setting | tokens/s | images/s |")
     print("|---|---|---|---:|---:|")

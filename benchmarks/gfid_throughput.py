@@ -12,7 +12,6 @@ models: the tiny FlowMo preset and a small MaskGIT (the numbers then only measur
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +20,7 @@ import torch
 
 from generator.gfid import SamplePlan, ShardStore, generate_shards, make_sample_fn
 
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}"
+from hardware import describe  # benchmarks/hardware.py, beside this script
 
 
 def load_models(args: argparse.Namespace, device: str) -> tuple[torch.nn.Module, torch.nn.Module, str]:
@@ -89,7 +84,7 @@ def main() -> None:
         print(f"| {batch} | {generated} | {seconds:.2f} | {rate:.2f} | {50_000 / rate / 3600:.2f} h |")
     print(f"\nmodels: {description}; {size}x{size} px; generator steps {args.steps}, cfg {args.cfg_scale}; "
           f"decoder steps {args.decode_steps}, cfg {args.decode_cfg}; PNGs {'off' if args.no_png else 'on'}")
-    print(f"hardware: {hardware()}")
+    print(f"hardware: {describe()}")
 
 
 if __name__ == "__main__":

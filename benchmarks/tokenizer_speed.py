@@ -10,7 +10,6 @@ Euler steps, guidance batched inside its interval), which dominates the cost.
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import time
 from contextlib import nullcontext
@@ -19,13 +18,9 @@ import torch
 
 from tokenizer import FlowMo, FlowMoConfig
 
+from hardware import describe  # benchmarks/hardware.py, beside this script
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def reset_peak(device: torch.device) -> None:
@@ -87,7 +82,7 @@ def main() -> None:
 
     params = sum(p.numel() for p in model.parameters())
     print(f"FlowMo {args.preset} ({params / 1e6:,.1f} M params, {config.image_size}px, "
-          f"{config.bits_per_pixel:.4f} BPP) on {device} [{hardware(device)}]")
+          f"{config.bits_per_pixel:.4f} BPP) on {device} [{describe(device)}]")
     print(f"dtype {args.dtype}, batch {args.batch_size}, decoder steps {args.steps}, cfg {args.cfg}, "
           f"compile {args.compile}, median of {args.repeats}")
     header = f"| {'path':<8} | {'images/s':>10} | {'s/image':>9} | {'peak memory MiB':>24} |"

@@ -12,7 +12,6 @@ decoder, sampler (1B) and the optimizer step.
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import sys
 import time
@@ -24,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tokenizer import FlowMo, FlowMoConfig  # noqa: E402
 from tokenizer.losses import LossWeights, freeze, stage1a_losses, stage1b_losses  # noqa: E402
+
+from hardware import describe  # benchmarks/hardware.py, beside this script
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -85,12 +86,6 @@ def bench(stage: str, config: FlowMoConfig, args: argparse.Namespace, device: to
             "peak_mb": peak_memory_mb(device, rss_before)}
 
 
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="digits", help="flowmo_lo | flowmo_hi | tiny | digits")
@@ -105,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     config = load_config(args.preset)
-    print(f"# {hardware(device)}")
+    print(f"# {describe(device)}")
     print(f"# preset={args.preset} dtype={args.dtype} batch={args.batch} K={args.k} steps={args.steps} "
           f"grad_checkpointing={args.grad_checkpointing} sampler_checkpointing={not args.no_sampler_checkpointing}")
     print(f"| {'stage':5} | {'steps/s':>8} | {'images/s':>9} | {'peak MB':>9} |")
