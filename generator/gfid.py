@@ -287,7 +287,7 @@ def make_sample_fn(generator_model: torch.nn.Module, tokenizer: torch.nn.Module,
         if reserved in gen_kwargs or reserved in dec_kwargs:
             raise ValueError(f"'{reserved}' is set by the harness from the per-sample seeds; remove it")
     gen_kwargs = {k: v for k, v in gen_kwargs.items() if v is not None}
-    if dec_kwargs.get("cfg_interval") is not None:
+    if dec_kwargs.get("cfg_interval") not in (None, "default"):
         dec_kwargs["cfg_interval"] = tuple(dec_kwargs["cfg_interval"])
     check_tokenizer = getattr(generator_model, "check_tokenizer", None)
     if check_tokenizer is not None:

@@ -32,9 +32,10 @@ def classes_from_prompt(model: GeneratorModel, prompt: str) -> list[int]:
 
 @torch.no_grad()
 def sample_images(model: GeneratorModel, tokenizer: Any, class_ids: Sequence[int], *, seed: int = 0,
-                  batch_size: int = 64, decode_steps: int = 25, decode_cfg: float = 1.5,
+                  batch_size: int = 64, decode_steps: int | None = None, decode_cfg: float | None = None,
                   **generate_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generate and decode one image per class id -> (images (B,3,H,W) in [-1,1], indices (B,N) int64)."""
+    """Generate and decode one image per class id (decoder settings: None = the tokenizer's
+    defaults) -> (images (B,3,H,W) in [-1,1], indices (B,N) int64)."""
     model.check_tokenizer(tokenizer.config)
     generator = torch.Generator(model.device).manual_seed(seed)
     images, indices = [], []

@@ -297,3 +297,13 @@ def test_random_crops_resume_exactly_with_worker_processes(tmp_path):
     for a, b in zip(uninterrupted, resumed):
         assert torch.equal(a, b)
     assert not torch.equal(uninterrupted[0], uninterrupted[4])  # epoch 2 draws other crops
+
+
+def test_evenly_spaced_covers_the_whole_range():
+    from tokenizer.data import evenly_spaced
+
+    assert evenly_spaced(100, 5) == [0, 25, 50, 74, 99]
+    assert evenly_spaced(3, 10) == [0, 1, 2]
+    assert evenly_spaced(0, 4) == []
+    with pytest.raises(ValueError, match="positive"):
+        evenly_spaced(10, 0)

@@ -6,7 +6,7 @@ import torch
 from tokenizer import FlowMo, FlowMoConfig
 from tokenizer.losses import (LossWeights, code_keep_mask, flow_loss, noisy_input, one_step_estimate, sample_t,
                               sample_through_sampler, stage1a_losses, stage1b_losses)
-from tokenizer.sampler import random_time_grid
+from tokenizer.sampler import random_time_grid, time_grid
 
 SMALL = dict(image_size=16, patch_size=4, code_length=4, context_dim=12, lfq_bits=6, enc_width=0.5, dec_width=0.5,
              enc_depth=1, dec_depth=2, num_heads=3)
@@ -29,6 +29,13 @@ def test_sample_t_mixture():
     assert abs(((uniform < 0.05) | (uniform > 0.95)).float().mean().item() - 0.1) < 0.01
     with pytest.raises(ValueError, match="logit_normal_prob"):
         sample_t(2, g, logit_normal_prob=1.5)
+
+
+def test_sample_t_mean_shift_moves_training_towards_noise():
+    g = torch.Generator().manual_seed(0)
+    shifted = sample_t(20000, g, logit_normal_prob=1.0, logit_normal_mean=2.0)
+    assert abs(shifted.median().item() - torch.sigmoid(torch.tensor(2.0)).item()) < 0.01
+    assert (sample_t(20000, g, logit_normal_prob=1.0) > 0.9).float().mean() < (shifted > 0.9).float().mean() / 3
 
 
 def test_flow_algebra_perfect_velocity_recovers_data():
@@ -107,3 +114,20 @@ def test_checkpointed_sampler_gives_same_gradients(model):
         grads.append(model.decoder.img_in.weight.grad.clone())
     model.zero_grad()
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_stage1b_fixed_grid_trains_through_the_inference_grid(model, monkeypatch):
+    import tokenizer.losses as losses
+
+    seen = []
+    original = losses.sample_through_sampler
+    monkeypatch.setattr(losses, "sample_through_sampler",
+                        lambda m, c, n, grid, *a: seen.append(grid) or original(m, c, n, grid, *a))
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    mse = lambda x, y: (x - y).pow(2).mean()  # noqa: E731
+    for grid in ("pow_0.25", "random"):
+        stage1b_losses(model, images, LossWeights(sample=1.0), mse, sample_steps=3, sample_grid=grid,
+                       generator=torch.Generator().manual_seed(0))
+    fixed, random = seen
+    torch.testing.assert_close(fixed, time_grid(3, "pow_0.25").expand(2, -1))
+    assert random.shape == (2, 4) and not torch.allclose(random, fixed)

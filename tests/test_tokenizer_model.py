@@ -259,3 +259,31 @@ def test_config_from_dict_names_unknown_fields():
     with pytest.raises(ValueError, match=r"unknown FlowMoConfig field\(s\): \['patch_szie'\]"):
         FlowMoConfig.from_dict(data)
     assert FlowMoConfig.from_dict(FlowMoConfig.preset("tiny").to_dict()) == FlowMoConfig.preset("tiny")
+
+
+def test_decode_defaults_are_saved_with_the_weights_and_used(tmp_path, tiny_model):
+    config = FlowMoConfig.from_dict({**tiny_model.config.to_dict(), "decode": {"steps": 3, "cfg": 1.0}})
+    assert config.architecture_hash() == tiny_model.config.architecture_hash()  # sampler settings are not weights
+    model = FlowMo(config)
+    model.load_state_dict(tiny_model.state_dict())
+    model.save_pretrained(tmp_path)
+    loaded = FlowMo.from_pretrained(tmp_path).eval()
+    assert loaded.config.decode.steps == 3 and loaded.config.decode.cfg == 1.0
+    assert loaded.config.decode.cfg_interval == (0.17, 1.02)
+
+    calls = []
+    original = loaded.velocity_from_input
+    loaded.velocity_from_input = lambda *args: calls.append(args[0].shape[0]) or original(*args)
+    indices = torch.zeros(2, loaded.config.num_indices, dtype=torch.long)
+    noise = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        default = loaded.decode(indices, noise=noise)
+        assert calls == [2, 2, 2]  # 3 steps, no guidance rows at cfg 1.0
+        explicit = loaded.decode(indices, steps=3, cfg=1.0, noise=noise)
+        torch.testing.assert_close(default, explicit)
+        calls.clear()
+        loaded.decode(indices, steps=2, cfg=1.5, cfg_interval=None, noise=noise)
+    assert calls == [4, 4]  # an explicit argument wins: guided rows doubled at every step
+    assert loaded.decode_settings(steps=5)["steps"] == 5 and loaded.decode_settings()["steps"] == 3
+    with pytest.raises(ValueError, match="steps"):
+        FlowMoConfig.from_dict({**tiny_model.config.to_dict(), "decode": {"steps": 0}})

@@ -22,6 +22,28 @@ FORMAT_VERSION = 1
 
 
 @dataclass
+class DecodeDefaults:
+    """How :meth:`FlowMo.decode` samples unless told otherwise (flowmo.md §5 for the release).
+
+    Saved with the weights because the best setting is a property of the trained decoder: a
+    small model post-trained through a 4-step sampler reconstructs best at 4 steps, not 25.
+    """
+
+    steps: int = 25
+    cfg: float = 1.5
+    schedule: str = "pow_0.25"
+    cfg_interval: tuple[float, float] | None = (0.17, 1.02)  # EDM sigma; None: guide at every step
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps <= 0:
+            raise ValueError(f"invalid DecodeDefaults: steps must be a positive integer, got {self.steps!r}")
+        if self.cfg_interval is not None:
+            self.cfg_interval = tuple(float(v) for v in self.cfg_interval)
+            if len(self.cfg_interval) != 2:
+                raise ValueError(f"invalid DecodeDefaults: cfg_interval must be (low, high), got {self.cfg_interval}")
+
+
+@dataclass
 class FlowMoConfig:
     image_size: int = 256
     patch_size: int = 4
@@ -35,9 +57,12 @@ class FlowMoConfig:
     num_heads: int = 12
     mlp_ratio: float = 4.0
     rope_theta: float = 10_000.0
+    decode: DecodeDefaults = field(default_factory=DecodeDefaults)  # sampler defaults, not architecture
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. training provenance)
 
     def __post_init__(self) -> None:
+        if isinstance(self.decode, dict):
+            self.decode = dataclass_from_dict(DecodeDefaults, self.decode)
         self.validate()
 
     # ------------------------------------------------------------------ derived sizes
@@ -125,7 +150,7 @@ class FlowMoConfig:
 
     def architecture_hash(self) -> str:
         """Short hash of every field that shapes the weights, plus FORMAT_VERSION."""
-        arch = {k: v for k, v in self.to_dict().items() if k != "extra"}
+        arch = {k: v for k, v in self.to_dict().items() if k not in ("decode", "extra")}
         arch["format_version"] = FORMAT_VERSION
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -330,6 +330,19 @@ class DigitsDataset(Dataset):
         return image[0].clamp(-1.0, 1.0).expand(3, -1, -1).contiguous(), int(self.targets[index])
 
 
+def evenly_spaced(total: int, count: int) -> list[int]:
+    """``min(count, total)`` distinct indices spread evenly over range(total), first and last included.
+
+    Picking images this way covers every class of a class-sorted dataset (an ImageFolder),
+    where the first ``count`` images would all come from one class.
+    """
+    if count <= 0:
+        raise ValueError(f"count must be positive, got {count}")
+    if total <= 0:
+        return []
+    return torch.linspace(0, total - 1, min(count, total)).round().long().unique().tolist()
+
+
 class SubsetDataset(Dataset):
     """Evenly spaced subset of a dataset (covers every class of a class-sorted dataset)."""
 
@@ -337,9 +350,7 @@ class SubsetDataset(Dataset):
         if size <= 0:
             raise ValueError(f"subsample must be positive, got {size}")
         self.dataset = dataset
-        total = len(dataset)
-        size = min(size, total)
-        self.indices = torch.linspace(0, total - 1, size).round().long().unique().tolist()
+        self.indices = evenly_spaced(len(dataset), size)
 
     class_names = property(lambda self: self.dataset.class_names)
     num_classes = property(lambda self: self.dataset.num_classes)

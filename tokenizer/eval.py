@@ -71,7 +71,7 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     """
     from accelerate.utils import gather_object
 
-    from .data import build_dataset
+    from .data import build_dataset, evenly_spaced
     from .images import save_comparison_grid
     from .metrics import KEY_FID, LPIPSMetric, compute_fidelity_metrics, format_metric, psnr, ssim
 
@@ -89,6 +89,7 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
                   for name in ("lpips_alex", "lpips_vgg") if name in metrics}
 
     shard = list(range(accelerator.process_index, len(dataset), accelerator.num_processes))
+    grid_ids = {shard[i] for i in evenly_spaced(len(shard), cfg.grid_images)}  # across all classes
     originals_dir, recons_dir = out_dir / "originals", out_dir / "reconstructions"
     rows: list[dict[str, Any]] = []
     shown: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -111,8 +112,9 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
         if "rfid" in metrics:
             _save_pngs(images, batch, originals_dir)
             _save_pngs(recons, batch, recons_dir)
-        if sum(len(o) for o, _ in shown) < cfg.grid_images:
-            shown.append((images, recons))
+        keep = [j for j, idx in enumerate(batch) if idx in grid_ids]
+        if keep:
+            shown.append((images[keep], recons[keep]))
     rows = gather_object(rows)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -132,13 +134,11 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     lines = [format_metric(name, value, calibrated[name]) for name, value in results.items()]
     report = {
         "checkpoint": str(cfg.checkpoint), "num_images": len(rows), "image_size": size,
-        "decoder": {"steps": cfg.steps, "cfg": cfg.cfg, "schedule": cfg.schedule, "seed": cfg.seed},
+        "decoder": {**model.decode_settings(cfg.steps, cfg.cfg, cfg.schedule), "seed": cfg.seed},
         "metrics": results, "calibrated": {k: calibrated[k] for k in results},
         "uncalibrated": sorted(k for k in results if not calibrated[k]), "lines": lines,
     }
-    originals = torch.cat([o for o, _ in shown])[: cfg.grid_images]
-    recons = torch.cat([r for _, r in shown])[: cfg.grid_images]
-    save_comparison_grid(originals, recons, out_dir / "comparison.png")
+    save_comparison_grid(torch.cat([o for o, _ in shown]), torch.cat([r for _, r in shown]), out_dir / "comparison.png")
     atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(report, indent=2)))
     for line in lines:
         print(line)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from . import quantizer as lfq
 from .model import FlowMo
-from .sampler import euler_sample, random_time_grid
+from .sampler import euler_sample, random_time_grid, time_grid
 
 PerceptualFn = Callable[[Tensor, Tensor], Tensor]  # (x, x_hat) in [-1, 1] -> scalar
 
@@ -36,11 +36,15 @@ class LossWeights:
 
 # ---------------------------------------------------------------------------- pure pieces
 def sample_t(batch: int, generator: torch.Generator | None = None, logit_normal_prob: float = 0.9,
-             device: torch.device | str | None = None) -> Tensor:
-    """Training times (batch,) in (0, 1): sigmoid(N(0, 1)) with prob ``logit_normal_prob``, else U(0, 1)."""
+             device: torch.device | str | None = None, logit_normal_mean: float = 0.0) -> Tensor:
+    """Training times (batch,) in (0, 1): sigmoid(N(mean, 1)) with prob ``logit_normal_prob``, else U(0, 1).
+
+    The release uses mean 0; a positive mean spends more of training near t = 1 (pure noise), where
+    the decoder must rebuild the whole image from the code alone.
+    """
     if not 0.0 <= logit_normal_prob <= 1.0:
         raise ValueError(f"logit_normal_prob must be in [0, 1], got {logit_normal_prob}")
-    logit_normal = torch.sigmoid(torch.randn(batch, generator=generator, device=device))
+    logit_normal = torch.sigmoid(torch.randn(batch, generator=generator, device=device) + logit_normal_mean)
     uniform = torch.rand(batch, generator=generator, device=device)
     choose = torch.rand(batch, generator=generator, device=device) < logit_normal_prob
     return torch.where(choose, logit_normal, uniform)
@@ -83,7 +87,8 @@ def quantizer_losses(code: Tensor, quantized: Tensor, bits: int) -> tuple[Tensor
 # ---------------------------------------------------------------------------- stage losses
 def stage1a_losses(model: FlowMo, images: Tensor, weights: LossWeights, perceptual: PerceptualFn | None = None,
                    code_dropout: float = 0.1, logit_normal_prob: float = 0.9,
-                   generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                   generator: torch.Generator | None = None,
+                   logit_normal_mean: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
     """The Stage-1A objective on a batch images (B, 3, H, W) in [-1, 1].
 
     Returns (total scalar with graph, detached terms for logging). ``perceptual`` scores the
@@ -91,18 +96,19 @@ def stage1a_losses(model: FlowMo, images: Tensor, weights: LossWeights, perceptu
     """
     code = model.encode(images)
     total, terms = flow_matching_losses(model, images, code, model.quantize(code).code, weights, perceptual,
-                                        code_dropout, logit_normal_prob, generator)
+                                        code_dropout, logit_normal_prob, generator, logit_normal_mean)
     return total, terms
 
 
 def flow_matching_losses(model: FlowMo, images: Tensor, code: Tensor, quantized: Tensor, weights: LossWeights,
                          perceptual: PerceptualFn | None = None, code_dropout: float = 0.1,
                          logit_normal_prob: float = 0.9,
-                         generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                         generator: torch.Generator | None = None,
+                         logit_normal_mean: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
     """Flow + one-step perceptual + LFQ terms given the encoder's code and its quantization (B, L, C)."""
     b, device = images.shape[0], images.device
     entropy, commitment = quantizer_losses(code, quantized, model.config.lfq_bits)
-    t = sample_t(b, generator, logit_normal_prob, device)
+    t = sample_t(b, generator, logit_normal_prob, device, logit_normal_mean)
     noise = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
     x_t = noisy_input(images, noise, t)
     keep = code_keep_mask(b, code_dropout, generator, device)
@@ -137,20 +143,28 @@ def sample_through_sampler(model: FlowMo, code_in: Tensor, noise: Tensor, timest
 
 def stage1b_losses(model: FlowMo, images: Tensor, weights: LossWeights, sample_perceptual: PerceptualFn,
                    perceptual: PerceptualFn | None = None, sample_steps: int = 8, sample_cfg: float = 1.0,
+                   sample_grid: str = "random",
                    checkpoint: bool = True, code_dropout: float = 0.1, logit_normal_prob: float = 0.9,
-                   generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                   generator: torch.Generator | None = None,
+                   logit_normal_mean: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
     """The Stage-1B objective: sample-level perceptual loss through a K-step random-grid sampler,
     plus the Stage-1A loss as a co-training regulariser. images (B, 3, H, W) -> (total, terms).
+
+    ``sample_grid`` "random" draws a fresh grid per image (the paper); a schedule name such as
+    "pow_0.25" trains through the fixed grid the decoder will be sampled with at that step count.
 
     The encoder is expected frozen (its parameters without grad), as in the paper.
     """
     code = model.encode(images)  # no graph when the encoder is frozen
     quantized = model.quantize(code).code
     total, terms = flow_matching_losses(model, images, code, quantized, weights, perceptual, code_dropout,
-                                        logit_normal_prob, generator)
+                                        logit_normal_prob, generator, logit_normal_mean)
     b, device = images.shape[0], images.device
     noise = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
-    grid = random_time_grid(sample_steps, b, generator=generator, device=device)
+    if sample_grid == "random":
+        grid = random_time_grid(sample_steps, b, generator=generator, device=device)
+    else:
+        grid = time_grid(sample_steps, sample_grid, device).expand(b, -1)
     sample = sample_through_sampler(model, model.decoder_code_input(quantized), noise, grid, sample_cfg, checkpoint)
     sample_loss = sample_perceptual(images, sample.clamp(-1, 1)).float()
     total = total + weights.sample * sample_loss

@@ -136,15 +136,18 @@ class FlowMo(nn.Module):
         v, _ = self.decoder(patchify(x_t, p), code_in.to(x_t.dtype), (size // p, size // p), t.to(x_t.device))
         return unpatchify(v, p, size, size)
 
-    def decode(self, indices_or_code: Tensor, steps: int = 25, cfg: float = 1.5, schedule: str = "pow_0.25",
-               cfg_interval: tuple[float, float] | None = (0.17, 1.02), noise: Tensor | None = None,
-               generator: torch.Generator | None = None,
+    def decode(self, indices_or_code: Tensor, steps: int | None = None, cfg: float | None = None,
+               schedule: str | None = None, cfg_interval: tuple[float, float] | None | str = "default",
+               noise: Tensor | None = None, generator: torch.Generator | None = None,
                progress: Callable[[int, int], None] | None = None) -> Tensor:
         """Indices (B, N) int64 or quantized code (B, L, C) -> images (B, 3, H, W) in [-1, 1].
 
+        Sampler settings left unset come from ``config.decode`` (saved with the weights).
         Stochastic through the initial noise: pass ``noise`` or a seeded ``generator`` for
         repeatable output. ``cfg_interval`` is in EDM sigma (None: guide at every step).
         """
+        settings = self.decode_settings(steps, cfg, schedule, cfg_interval)
+        steps, cfg, schedule, cfg_interval = (settings[k] for k in ("steps", "cfg", "schedule", "cfg_interval"))
         code = self.indices_to_code(indices_or_code) if not indices_or_code.dtype.is_floating_point \
             else indices_or_code
         self._check_code(code)
@@ -158,6 +161,16 @@ class FlowMo(nn.Module):
         z = euler_sample(self.velocity_from_input, code_in, noise, time_grid(steps, schedule, self.device),
                          cfg=cfg, cfg_interval=cfg_interval, progress=progress)
         return z.clamp(-1, 1)
+
+    def decode_settings(self, steps: int | None = None, cfg: float | None = None, schedule: str | None = None,
+                        cfg_interval: tuple[float, float] | None | str = "default") -> dict[str, Any]:
+        """The sampler settings :meth:`decode` uses for these arguments (unset ones from ``config.decode``)."""
+        defaults = self.config.decode
+        return {"steps": defaults.steps if steps is None else steps,
+                "cfg": defaults.cfg if cfg is None else cfg,
+                "schedule": defaults.schedule if schedule is None else schedule,
+                "cfg_interval": defaults.cfg_interval if isinstance(cfg_interval, str) and cfg_interval == "default"
+                else cfg_interval}
 
     def reconstruct(self, images: Tensor, **decode_kwargs: Any) -> Tensor:
         """images -> encode -> quantize -> decode."""

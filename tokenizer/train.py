@@ -54,11 +54,13 @@ class TrainingObjective(nn.Module):
         self.sample_perceptual = sample_perceptual
 
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        common = dict(code_dropout=self.loss_cfg.code_dropout, logit_normal_prob=self.loss_cfg.logit_normal_prob)
+        common = dict(code_dropout=self.loss_cfg.code_dropout, logit_normal_prob=self.loss_cfg.logit_normal_prob,
+                      logit_normal_mean=self.loss_cfg.logit_normal_mean)
         if self.stage == "1a":
             return stage1a_losses(self.model, images, self.weights, self.perceptual, **common)
         return stage1b_losses(self.model, images, self.weights, self.sample_perceptual, self.perceptual,
                               sample_steps=self.loss_cfg.sample_steps, sample_cfg=self.loss_cfg.sample_cfg,
+                              sample_grid=self.loss_cfg.sample_grid,
                               checkpoint=self.loss_cfg.checkpoint_sampler, **common)
 
 
@@ -363,12 +365,12 @@ def _optimizer_step(accelerator: Any, wrapped: nn.Module, optimizer: Any, batche
 
 # ---------------------------------------------------------------------------- monitoring
 def _fixed_val_images(cfg: DictConfig, image_size: int) -> Tensor:
-    """The first ``log.num_val_images`` validation images (fixed across the run), (N, 3, S, S)."""
-    from .data import build_dataset
+    """``log.num_val_images`` validation images spread over the whole split, so over every class
+    (fixed across the run), (N, 3, S, S)."""
+    from .data import build_dataset, evenly_spaced
 
     dataset = build_dataset(cfg.data, "val", image_size, train=False)
-    count = min(cfg.log.num_val_images, len(dataset))
-    return torch.stack([dataset[i][0] for i in range(count)])
+    return torch.stack([dataset[i][0] for i in evenly_spaced(len(dataset), cfg.log.num_val_images)])
 
 
 def _reconstruct(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor) -> Tensor:
@@ -386,9 +388,10 @@ def _reconstruct(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor) -
 
 def _log_images(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor, run_dir: Path, writer: Any,
                 step: int) -> None:
+    from .data import evenly_spaced
     from .images import make_grid_image, save_comparison_grid
 
-    shown = images[: cfg.log.num_images]
+    shown = images[evenly_spaced(len(images), cfg.log.num_images)]
     recons = _reconstruct(cfg, ema, ema_model, shown)
     path = run_dir / "images" / f"step_{step:08d}.png"
     save_comparison_grid(shown, recons, path)
