@@ -12,6 +12,11 @@ def _path(value: str | None) -> str | None:
     return str(user_path(value)) if value not in (None, "") else None
 
 
+def _optional_path(value: str | bool | None) -> str | bool | None:
+    """A path, or false (off) / null (the default) passed through as they are."""
+    return value if value in (None, False) else _path(value)
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="app")
 def main(cfg: DictConfig) -> None:
     # Heavy imports after argument parsing so `--help` and typos answer at once.
@@ -29,6 +34,7 @@ def main(cfg: DictConfig) -> None:
         eval_max_reference_images=cfg.evaluate.max_reference_images, work_dir=_path(cfg.work_dir))
     pipeline = DemoPipeline.load(
         _path(cfg.tokenizer.checkpoint), cfg.tokenizer.preset, _path(cfg.generator.maskgit), _path(cfg.generator.ar),
+        photo_tokenizer=_optional_path(cfg.tokenizer.photo_checkpoint),
         weights_dir=_path(cfg.weights_dir) or DEFAULT_WEIGHTS_DIR, settings=settings)
     print(pipeline.status(), flush=True)
     demo = build_demo(pipeline, SamplingDefaults.from_mapping(OmegaConf.to_container(cfg.sampling)),

@@ -2,7 +2,9 @@
 
 Load a FlowMo tokenizer and class-conditional generators (the embedded digits models in
 ``app/weights/`` by default, or any checkpoint a user points at), then generate, reconstruct,
-edit tokens and evaluate. No Gradio here: ``app/ui.py`` only wires these functions to widgets.
+edit tokens and evaluate. An extra photo tokenizer (``app/weights/photo_tokenizer/`` when it is
+there) is offered for reconstruction only: no generator was trained on its tokens. No Gradio
+here: ``app/ui.py`` only wires these functions to widgets.
 
 Every user-facing input is checked against :class:`~app.limits.DemoLimits`; bad input raises
 ``ValueError`` (or a subclass) with a message meant for the person at the browser.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,6 +31,7 @@ from .visualize import metrics_bar_plot
 
 APP_DIR = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS_DIR = APP_DIR / "weights"
+PHOTO_TOKENIZER_DIR = "photo_tokenizer"  # the embedded photo tokenizer, under the weights dir
 EXAMPLES_DIR = APP_DIR / "examples"
 
 GENERATOR_LABELS = {"maskgit": "MaskGIT", "ar": "AR"}  # config.model -> name shown in the UI
@@ -41,6 +44,30 @@ MIN_EVAL_SAMPLES = 10  # Inception Score uses 10 splits
 EVAL_METRIC_LABELS = {"fid": "gFID", "isc_mean": "IS", "precision": "precision", "recall": "recall",
                       "kid_mean": "KID"}
 DIGIT_CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@dataclass(frozen=True)
+class TokenizerDomain:
+    """What a tokenizer was trained on, as the Reconstruct tab presents it."""
+
+    label: str  # the tokenizer's name in the UI
+    examples: str  # glob in EXAMPLES_DIR: images this tokenizer can represent
+    hint: str  # what to upload; {size} is the tokenizer's resolution
+
+
+# The API name of a loaded tokenizer is its domain: "digits" (the embedded main tokenizer),
+# "photos" (the extra photo tokenizer) or "images" (a main tokenizer loaded from a checkpoint).
+TOKENIZER_DOMAINS = {
+    "digits": TokenizerDomain("Digits tokenizer", "digit_*.png",
+                              "A handwritten digit, light on dark like scikit-learn's digits; it is centre-cropped "
+                              "and shrunk to {size}×{size} px. This tokenizer cannot represent photos."),
+    "photos": TokenizerDomain("Photo tokenizer", "photo_*.png",
+                              "A colour photo; it is centre-cropped and shrunk to {size}×{size} px, so a small "
+                              "detail works best, like the examples: 100–160 px cuts from the photos' held-out "
+                              "bands."),
+    "images": TokenizerDomain("Loaded tokenizer", "photo_*.png",
+                              "Any image; it is centre-cropped and resized to {size}×{size} px."),
+}
 
 
 # ---------------------------------------------------------------------------- settings and models
@@ -76,15 +103,35 @@ class DemoSettings:
 class LoadedModels:
     """One consistent set of models; requests take a snapshot so a reload never mixes sets."""
 
-    tokenizer: Any  # tokenizer.FlowMo
+    tokenizer: Any  # tokenizer.FlowMo: the generators' tokenizer
     tokenizer_source: str
     generators: dict[str, Any]  # "maskgit" / "ar" -> generator model
     generator_sources: dict[str, str]
     class_names: list[str]
+    tokenizer_name: str = "images"  # the main tokenizer's key in TOKENIZER_DOMAINS
+    extra_tokenizers: dict[str, Any] = field(default_factory=dict)  # "photos" -> FlowMo, reconstruction only
+    extra_tokenizer_sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def tokenizers(self) -> dict[str, Any]:
+        """Every loaded tokenizer by API name, the main one first."""
+        return {self.tokenizer_name: self.tokenizer, **self.extra_tokenizers}
+
+
+@dataclass(frozen=True)
+class TokenizerChoice:
+    """One loaded tokenizer as the Reconstruct tab offers it."""
+
+    name: str  # API name: reconstruct(..., tokenizer=name)
+    label: str
+    hint: str
+    examples: list[str]  # image paths in its domain
+    decode_steps: int  # its saved sampler defaults (config.decode)
+    decode_cfg: float
 
 
 def for_display(images: Tensor, min_size: int = DISPLAY_MIN_SIZE) -> Tensor:
@@ -99,12 +146,13 @@ def _count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _load_tokenizer(path: str | Path, preset: str | None, device: torch.device, dtype: torch.dtype):
+def _load_tokenizer(path: str | Path, preset: str | None, device: torch.device, dtype: torch.dtype,
+                    option: str = "tokenizer.checkpoint=<dir or .pth>"):
     from tokenizer import load_flowmo
 
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"tokenizer checkpoint {path} not found (set tokenizer.checkpoint=<dir or .pth>)")
+        raise FileNotFoundError(f"tokenizer checkpoint {path} not found (set {option})")
     return load_flowmo(path, config=preset or None).to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
@@ -130,18 +178,21 @@ def _load_generator(path: str | Path, slot: str, tokenizer, device: torch.device
 
 def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | None = None,
                 maskgit: str | Path | None = None, ar: str | Path | None = None, *,
-                weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, settings: DemoSettings | None = None) -> LoadedModels:
-    """Load a tokenizer and up to two generators.
+                photo_tokenizer: str | Path | bool | None = None, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
+                settings: DemoSettings | None = None) -> LoadedModels:
+    """Load a tokenizer, up to two generators and the extra photo tokenizer.
 
     With no tokenizer path, everything comes from ``weights_dir`` (the embedded digits
     models: ``tokenizer/``, ``maskgit/``, ``ar/``). With a tokenizer path, only the generators
-    given are loaded; none is fine (Reconstruct and Tokens still work).
+    given are loaded; none is fine (Reconstruct and Tokens still work). ``photo_tokenizer``:
+    None loads ``weights_dir/photo_tokenizer`` when it exists, a path loads that, False none.
     """
     settings = settings or DemoSettings()
     device, dtype = settings.torch_device(), settings.torch_dtype()
+    weights_dir = Path(weights_dir)
     sources: dict[str, str | Path] = {}
-    if tokenizer in (None, ""):
-        weights_dir = Path(weights_dir)
+    embedded = tokenizer in (None, "")
+    if embedded:
         tokenizer = weights_dir / "tokenizer"
         if not tokenizer.is_dir():
             raise FileNotFoundError(f"embedded demo weights not found: {tokenizer} is missing. Point the demo at "
@@ -159,9 +210,19 @@ def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | Non
         raise ValueError("the generators disagree on their classes: "
                          + "; ".join(f"{GENERATOR_LABELS[s]}: {len(n)} classes" for s, n in class_lists.items()))
     class_names = next(iter(class_lists.values()), [])
+    extra_sources: dict[str, str | Path] = {}
+    if photo_tokenizer is None and (weights_dir / PHOTO_TOKENIZER_DIR).is_dir():
+        extra_sources["photos"] = weights_dir / PHOTO_TOKENIZER_DIR
+    elif photo_tokenizer not in (None, False, ""):
+        extra_sources["photos"] = photo_tokenizer
+    extras = {name: _load_tokenizer(path, None, device, dtype, option="tokenizer.photo_checkpoint=<dir> or false")
+              for name, path in extra_sources.items()}
+    # Digit generators were trained on a digits tokenizer's tokens, so theirs is one too.
+    name = "digits" if embedded or class_names == DIGIT_CLASS_NAMES else "images"
     return LoadedModels(tokenizer=flowmo, tokenizer_source=str(tokenizer), generators=generators,
                         generator_sources={slot: str(path) for slot, path in sources.items()},
-                        class_names=class_names)
+                        class_names=class_names, tokenizer_name=name, extra_tokenizers=extras,
+                        extra_tokenizer_sources={name: str(path) for name, path in extra_sources.items()})
 
 
 # ---------------------------------------------------------------------------- results
@@ -188,6 +249,10 @@ class ReconstructionResult:
     bits: int  # bits in the token sequence of one image
     comparison: Image.Image  # original | reconstruction
     token_map: Image.Image
+    tokenizer: str  # the label of the tokenizer used
+    decode_steps: int
+    decode_cfg: float
+    decode_ms: float  # wall time of the decoder alone
 
     def metrics_rows(self) -> list[list[str]]:
         """[metric, value] rows for a table; LPIPS says why it is missing or that it is uncalibrated."""
@@ -198,7 +263,9 @@ class ReconstructionResult:
         else:
             lpips = f"{self.lpips:.4f} UNCALIBRATED (random backbone weights)"
         return [["PSNR (dB)", f"{self.psnr:.2f}"], ["LPIPS", lpips],
-                ["BPP", f"{self.bits_per_pixel:.4f}"], ["bits used", str(self.bits)]]
+                ["BPP", f"{self.bits_per_pixel:.4f}"], ["bits used", str(self.bits)],
+                ["tokenizer", self.tokenizer], ["decoder", f"{self.decode_steps} steps, CFG {self.decode_cfg:g}"],
+                ["decode time (ms)", f"{self.decode_ms:.0f}"]]
 
 
 @dataclass
@@ -238,11 +305,11 @@ class DemoPipeline:
 
     @classmethod
     def load(cls, tokenizer: str | None = None, tokenizer_preset: str | None = None, maskgit: str | None = None,
-             ar: str | None = None, *, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
-             settings: DemoSettings | None = None) -> "DemoPipeline":
+             ar: str | None = None, *, photo_tokenizer: str | bool | None = None,
+             weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, settings: DemoSettings | None = None) -> "DemoPipeline":
         settings = settings or DemoSettings()
-        return cls(load_models(tokenizer, tokenizer_preset, maskgit, ar, weights_dir=weights_dir, settings=settings),
-                   settings)
+        return cls(load_models(tokenizer, tokenizer_preset, maskgit, ar, photo_tokenizer=photo_tokenizer,
+                               weights_dir=weights_dir, settings=settings), settings)
 
     # ------------------------------------------------------------------ model set
     @property
@@ -252,10 +319,15 @@ class DemoPipeline:
     def reload(self, tokenizer: str | None = None, tokenizer_preset: str | None = None,
                maskgit: str | None = None, ar: str | None = None,
                weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> str:
-        """Load another model set (the UI's model picker); requests in flight finish on the old one."""
-        models = load_models(tokenizer, tokenizer_preset, maskgit, ar, weights_dir=weights_dir, settings=self.settings)
+        """Load another model set (the UI's model picker); requests in flight finish on the old one.
+
+        The extra tokenizers stay as they are: they do not depend on the main set.
+        """
+        models = load_models(tokenizer, tokenizer_preset, maskgit, ar, photo_tokenizer=False,
+                             weights_dir=weights_dir, settings=self.settings)
         with self._lock:
-            self._models = models
+            self._models = replace(models, extra_tokenizers=self._models.extra_tokenizers,
+                                   extra_tokenizer_sources=self._models.extra_tokenizer_sources)
             self._vocabulary = None
         return self.status()
 
@@ -268,13 +340,30 @@ class DemoPipeline:
         """Loaded generators as shown in the UI ("MaskGIT", "AR")."""
         return [GENERATOR_LABELS[slot] for slot in self._models.generators]
 
+    def tokenizer_choices(self) -> list[TokenizerChoice]:
+        """Every loaded tokenizer, the main one first."""
+        return [self.tokenizer_choice(name) for name in self._models.tokenizers]
+
+    def tokenizer_choice(self, tokenizer: str | None = None) -> TokenizerChoice:
+        """A loaded tokenizer (API name or label; None: the main one) with its examples and decoder defaults."""
+        models = self._models
+        name = self._tokenizer_name(models, tokenizer)
+        model = models.tokenizers[name]
+        domain = TOKENIZER_DOMAINS[name]
+        defaults = model.config.decode
+        return TokenizerChoice(name=name, label=domain.label, hint=domain.hint.format(size=model.config.image_size),
+                               examples=sorted(str(p) for p in EXAMPLES_DIR.glob(domain.examples)),
+                               decode_steps=defaults.steps, decode_cfg=defaults.cfg)
+
     def status(self) -> str:
         models = self._models
-        tok = models.tokenizer.config
-        parts = [f"device {self.settings.torch_device()} · {self.settings.dtype}",
-                 f"tokenizer {_count_parameters(models.tokenizer) / 1e6:.2f}M params ({models.tokenizer_source}): "
-                 f"{tok.image_size}px, {tok.num_indices} tokens × vocab {tok.vocab_size}, "
-                 f"{tok.bits_per_pixel:.4f} BPP"]
+        sources = {models.tokenizer_name: models.tokenizer_source, **models.extra_tokenizer_sources}
+        parts = [f"device {self.settings.torch_device()} · {self.settings.dtype}"]
+        for name, model in models.tokenizers.items():
+            tok = model.config
+            parts.append(f"{TOKENIZER_DOMAINS[name].label} {_count_parameters(model) / 1e6:.2f}M params "
+                         f"({sources[name]}): {tok.image_size}px, {tok.num_indices} tokens × vocab {tok.vocab_size}, "
+                         f"{tok.bits_per_pixel:.4f} BPP")
         for slot, model in models.generators.items():
             parts.append(f"{GENERATOR_LABELS[slot]} {_count_parameters(model) / 1e6:.2f}M params")
         parts.append(f"{models.num_classes} classes" if models.generators else "no generator loaded")
@@ -317,24 +406,35 @@ class DemoPipeline:
                 ids.append(check_int("class id", item, 0, len(names) - 1))
         return ids
 
-    def _check_decode(self, steps: Any, cfg: Any) -> tuple[int, float]:
-        return (check_int("decoder steps", steps, 1, self.limits.max_decode_steps),
-                check_float("decoder CFG", cfg, 0.0, self.limits.max_cfg))
+    def _tokenizer_name(self, models: LoadedModels, tokenizer: str | None) -> str:
+        if tokenizer in (None, ""):
+            return models.tokenizer_name
+        key = str(tokenizer).strip().lower()
+        for name in models.tokenizers:
+            if key in (name, TOKENIZER_DOMAINS[name].label.lower()):
+                return name
+        loaded = ", ".join(f"{name!r} ({TOKENIZER_DOMAINS[name].label})" for name in models.tokenizers)
+        raise ValueError(f"tokenizer {tokenizer!r} is not loaded; loaded: {loaded}")
 
-    def _image_tensor(self, models: LoadedModels, image: Any, name: str) -> Tensor:
-        """A path / bytes / PIL image -> (1, 3, S, S) in [-1, 1] on the model device."""
+    def _check_decode(self, tokenizer: Any, steps: Any, cfg: Any) -> tuple[int, float]:
+        """Decoder steps and CFG, unset ones (None) from the tokenizer's saved defaults."""
+        settings = tokenizer.decode_settings(steps, cfg)
+        return (check_int("decoder steps", settings["steps"], 1, self.limits.max_decode_steps),
+                check_float("decoder CFG", settings["cfg"], 0.0, self.limits.max_cfg))
+
+    def _image_tensor(self, tokenizer: Any, image: Any, name: str) -> Tensor:
+        """A path / bytes / PIL image -> (1, 3, S, S) in [-1, 1] on the tokenizer's device."""
         from tokenizer.images import load_image, pil_to_tensor
 
         if image is None or (isinstance(image, str) and not image.strip()):
             raise ValueError(f"{name}: upload an image or pick an example")
         picture = load_image(image, max_pixels=self.limits.max_image_pixels, exif_transpose=True)
-        tensor = pil_to_tensor(picture, models.tokenizer.config.image_size, train=False)
-        return tensor[None].to(device=models.tokenizer.device, dtype=next(models.tokenizer.parameters()).dtype)
+        tensor = pil_to_tensor(picture, tokenizer.config.image_size, train=False)
+        return tensor[None].to(device=tokenizer.device, dtype=next(tokenizer.parameters()).dtype)
 
     # ------------------------------------------------------------------ decoding helper
-    def _decode(self, models: LoadedModels, indices: Tensor, steps: int, cfg: float, seed: int,
+    def _decode(self, tokenizer: Any, indices: Tensor, steps: int, cfg: float, seed: int,
                 progress: ProgressFn | None, span: tuple[float, float], shared_noise: bool = False) -> Tensor:
-        tokenizer = models.tokenizer
         size = tokenizer.config.image_size
         cpu = torch.Generator().manual_seed(seed)
         rows = 1 if shared_noise else indices.shape[0]
@@ -352,9 +452,12 @@ class DemoPipeline:
     # ------------------------------------------------------------------ Generate
     def generate(self, classes: Sequence[int | str], generator: str = "MaskGIT", samples_per_class: int = 1,
                  steps: int = 8, cfg: float = 2.0, temperature: float = 1.0, seed: int = 0,
-                 decode_steps: int = 10, decode_cfg: float = 1.5,
+                 decode_steps: int | None = None, decode_cfg: float | None = None,
                  progress: ProgressFn | None = None) -> GenerationResult:
-        """Class ids or names -> generated images (class by class, samples_per_class each)."""
+        """Class ids or names -> generated images (class by class, samples_per_class each).
+
+        Decoder settings left None come from the tokenizer's saved defaults (as everywhere here).
+        """
         from tokenizer.images import make_grid_image
 
         start = time.perf_counter()
@@ -369,7 +472,7 @@ class DemoPipeline:
         cfg = check_float("generator CFG", cfg, 0.0, self.limits.max_cfg)
         temperature = check_float("temperature", temperature, 0.0, self.limits.max_temperature, low_inclusive=False)
         seed = check_int("seed", seed, 0, 2**63 - 1)
-        decode_steps, decode_cfg = self._check_decode(decode_steps, decode_cfg)
+        decode_steps, decode_cfg = self._check_decode(models.tokenizer, decode_steps, decode_cfg)
 
         model = models.generators[slot]
         ids = torch.tensor([c for c in class_ids for _ in range(per_class)], dtype=torch.long,
@@ -385,23 +488,23 @@ class DemoPipeline:
         with torch.inference_mode():
             indices = model.generate(ids, num_steps=steps, cfg_scale=cfg, temperature=temperature, generator=rng,
                                      progress=report)
-        images = self._decode(models, indices, decode_steps, decode_cfg, seed, progress, (0.3, 1.0))
+        images = self._decode(models.tokenizer, indices, decode_steps, decode_cfg, seed, progress, (0.3, 1.0))
         labels = [models.class_names[c] for c in ids.tolist()]
         nrow = per_class if len(class_ids) > 1 else min(per_class, 8)
         return GenerationResult(
             images=images, indices=indices.cpu(), class_ids=ids.tolist(), labels=labels,
             grid=make_grid_image(for_display(images), nrow=nrow, labels=labels),
-            token_map=self._token_map(models, indices.cpu(), nrow, labels),
+            token_map=self._token_map(models.tokenizer, indices.cpu(), nrow, labels),
             seconds=time.perf_counter() - start)
 
-    def _token_map(self, models: LoadedModels, indices: Tensor, nrow: int, labels: list[str]) -> Image.Image:
+    def _token_map(self, tokenizer: Any, indices: Tensor, nrow: int, labels: list[str]) -> Image.Image:
         from tokenizer.images import make_grid_image
 
         from .visualize import grid_shape, token_heatmaps
 
         _, cols = grid_shape(indices.shape[1])
         cell = max(2, -(-DISPLAY_MIN_SIZE // cols))
-        return make_grid_image(token_heatmaps(indices, models.tokenizer.config.vocab_size, cell=cell),
+        return make_grid_image(token_heatmaps(indices, tokenizer.config.vocab_size, cell=cell),
                                nrow=nrow, labels=labels)
 
     # ------------------------------------------------------------------ prompts
@@ -446,21 +549,29 @@ class DemoPipeline:
                                           device=self._models.tokenizer.device, option="lpips.weights")
             return self._lpips
 
-    def reconstruct(self, image: Any, decode_steps: int = 10, decode_cfg: float = 1.5, seed: int = 0,
+    def reconstruct(self, image: Any, decode_steps: int | None = None, decode_cfg: float | None = None,
+                    seed: int = 0, tokenizer: str | None = None,
                     progress: ProgressFn | None = None) -> ReconstructionResult:
-        """Image (path, bytes or PIL) -> tokens -> reconstruction, with PSNR, LPIPS and BPP."""
+        """Image (path, bytes or PIL) -> tokens -> reconstruction, with PSNR, LPIPS, BPP and decode time.
+
+        ``tokenizer``: a loaded tokenizer's API name or label ("photos", "Photo tokenizer"); None: the main one.
+        """
         from tokenizer.images import make_grid_image
         from tokenizer.metrics import psnr
 
         models = self._models
-        decode_steps, decode_cfg = self._check_decode(decode_steps, decode_cfg)
+        name = self._tokenizer_name(models, tokenizer)
+        flowmo = models.tokenizers[name]
+        decode_steps, decode_cfg = self._check_decode(flowmo, decode_steps, decode_cfg)
         seed = check_int("seed", seed, 0, 2**63 - 1)
-        original = self._image_tensor(models, image, "image")
+        original = self._image_tensor(flowmo, image, "image")
         if progress is not None:
             progress(0.0, "encoding")
         with torch.inference_mode():
-            indices = models.tokenizer.tokenize(original)
-        recon = self._decode(models, indices, decode_steps, decode_cfg, seed, progress, (0.1, 0.95))
+            indices = flowmo.tokenize(original)
+        start = time.perf_counter()
+        recon = self._decode(flowmo, indices, decode_steps, decode_cfg, seed, progress, (0.1, 0.95))
+        decode_ms = (time.perf_counter() - start) * 1000  # _decode ends with a copy to the CPU, so CUDA is done
         original = original.float().cpu()
         metric = self.lpips_metric()
         lpips_value, calibrated = None, False
@@ -468,19 +579,21 @@ class DemoPipeline:
             with torch.inference_mode():
                 lpips_value = float(metric(original, recon).mean())
             calibrated = bool(metric.calibrated)
-        tok = models.tokenizer.config
+        tok = flowmo.config
         return ReconstructionResult(
             original=original, reconstruction=recon, indices=indices.cpu(),
             psnr=float(psnr(original, recon).mean()), lpips=lpips_value, lpips_calibrated=calibrated,
             bits_per_pixel=tok.bits_per_pixel, bits=tok.code_length * tok.context_dim,
             comparison=make_grid_image(for_display(torch.cat([original, recon])), nrow=2,
                                        labels=["original", "reconstruction"]),
-            token_map=self._token_map(models, indices.cpu(), 1, ["tokens"]))
+            token_map=self._token_map(flowmo, indices.cpu(), 1, ["tokens"]),
+            tokenizer=TOKENIZER_DOMAINS[name].label, decode_steps=decode_steps, decode_cfg=decode_cfg,
+            decode_ms=decode_ms)
 
     # ------------------------------------------------------------------ Tokens
     def edit_tokens(self, image_a: Any, image_b: Any = None, operation: str = "swap", start: int = 0,
                     end: int | None = None, fraction: float = 0.25, alpha: float = 0.5, seed: int = 0,
-                    decode_steps: int = 10, decode_cfg: float = 1.5,
+                    decode_steps: int | None = None, decode_cfg: float | None = None,
                     progress: ProgressFn | None = None) -> TokenEditResult:
         """Tokenize A (and B), edit the token sequences, decode everything with the same noise.
 
@@ -495,13 +608,13 @@ class DemoPipeline:
         tok = models.tokenizer.config
         if operation not in TOKEN_OPERATIONS:
             raise ValueError(f"operation {operation!r}; choose one of {list(TOKEN_OPERATIONS)}")
-        decode_steps, decode_cfg = self._check_decode(decode_steps, decode_cfg)
+        decode_steps, decode_cfg = self._check_decode(models.tokenizer, decode_steps, decode_cfg)
         seed = check_int("seed", seed, 0, 2**63 - 1)
         rng = torch.Generator().manual_seed(seed)
         needs_b = operation in ("swap", "mix")
-        images = [self._image_tensor(models, image_a, "image A")]
+        images = [self._image_tensor(models.tokenizer, image_a, "image A")]
         if needs_b:
-            images.append(self._image_tensor(models, image_b, "image B"))
+            images.append(self._image_tensor(models.tokenizer, image_b, "image B"))
         with torch.inference_mode():
             tokens = models.tokenizer.tokenize(torch.cat(images)).cpu()
         if operation == "swap":
@@ -518,16 +631,16 @@ class DemoPipeline:
             alpha = check_float("alpha", alpha, 0.0, 1.0)
             edited = torch.cat([tokens[:1], token_edits.mix(tokens[:1], tokens[1:], alpha, rng), tokens[1:]])
             labels = ["A", f"mix alpha={alpha:.2f}", "B"]
-        decoded = self._decode(models, edited, decode_steps, decode_cfg, seed, progress, (0.05, 1.0),
+        decoded = self._decode(models.tokenizer, edited, decode_steps, decode_cfg, seed, progress, (0.05, 1.0),
                                shared_noise=True)
         return TokenEditResult(images=decoded, indices=edited, labels=labels,
                                grid=make_grid_image(for_display(decoded), nrow=len(labels), labels=labels),
-                               token_map=self._token_map(models, edited, len(labels), labels))
+                               token_map=self._token_map(models.tokenizer, edited, len(labels), labels))
 
     # ------------------------------------------------------------------ Evaluate
     def evaluate(self, num_samples: int = 50, generator: str = "MaskGIT", steps: int = 8, cfg: float = 2.0,
-                 temperature: float = 1.0, decode_steps: int = 10, decode_cfg: float = 1.5, seed: int = 0,
-                 progress: ProgressFn | None = None) -> EvaluationResult:
+                 temperature: float = 1.0, decode_steps: int | None = None, decode_cfg: float | None = None,
+                 seed: int = 0, progress: ProgressFn | None = None) -> EvaluationResult:
         """A small gFID run (FID, IS, precision/recall) through the project's harness.
 
         Samples go to ``work_dir/eval/<hash of every setting>``: asking again with the same
@@ -545,7 +658,7 @@ class DemoPipeline:
         cfg = check_float("generator CFG", cfg, 0.0, self.limits.max_cfg)
         temperature = check_float("temperature", temperature, 0.0, self.limits.max_temperature, low_inclusive=False)
         seed = check_int("seed", seed, 0, 2**63 - 1)
-        decode_steps, decode_cfg = self._check_decode(decode_steps, decode_cfg)
+        decode_steps, decode_cfg = self._check_decode(models.tokenizer, decode_steps, decode_cfg)
         reference = self._eval_reference(models)
         gen_kwargs = {"num_steps": steps, "cfg_scale": cfg, "temperature": temperature}
         dec_kwargs = {"steps": decode_steps, "cfg": decode_cfg}

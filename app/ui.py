@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import gradio as gr
 
-from .pipeline import EXAMPLES_DIR, DemoPipeline
+from .pipeline import EXAMPLES_DIR, DemoPipeline, TokenizerChoice
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +28,19 @@ class SamplingDefaults:
     generator_steps: int = 8
     cfg: float = 2.0
     temperature: float = 1.0
-    decode_steps: int = 10
-    decode_cfg: float = 1.5
+    decode_steps: int | None = None  # None: the tokenizer's saved default (its config.decode)
+    decode_cfg: float | None = None
     samples_per_class: int = 2
     eval_samples: int = 50
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "SamplingDefaults":
         return cls(**dict(values or {}))
+
+    def decoder(self, tokenizer: TokenizerChoice) -> tuple[int, float]:
+        """Decoder slider values for a tokenizer: the configured numbers, else its saved defaults."""
+        return (tokenizer.decode_steps if self.decode_steps is None else self.decode_steps,
+                tokenizer.decode_cfg if self.decode_cfg is None else self.decode_cfg)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -75,11 +80,17 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
     """The four tabs (Generate, Reconstruct, Tokens, Evaluate) plus the model picker and status line."""
     d = defaults or SamplingDefaults()
     limits = pipeline.limits
-    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
+    main = pipeline.tokenizer_choice()  # the generators' tokenizer; Reconstruct may pick another
+    examples = main.examples  # images the main tokenizer can represent (Tokens edits its tokens)
 
     # ------------------------------------------------------------------ handlers
     def class_choices() -> list[str]:
         return pipeline.class_names
+
+    def tokenizer_radio() -> gr.Radio:
+        choices = pipeline.tokenizer_choices()
+        return gr.Radio([(c.label, c.name) for c in choices], value=choices[0].name, label="Tokenizer",
+                        visible=len(choices) > 1)
 
     @user_errors
     def load_models(tokenizer: str, preset: str, maskgit: str, ar: str):
@@ -88,7 +99,18 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
         names, generators = pipeline.class_names, pipeline.generator_names
         return (status, gr.Dropdown(choices=names, value=names[:1]),
                 gr.Dropdown(choices=generators, value=generators[0] if generators else None),
-                gr.Dropdown(choices=generators, value=generators[0] if generators else None))
+                gr.Dropdown(choices=generators, value=generators[0] if generators else None), tokenizer_radio())
+
+    @user_errors
+    def select_tokenizer(tokenizer: str):
+        """The Reconstruct tab follows the chosen tokenizer: its hint, examples and decoder defaults."""
+        choice = pipeline.tokenizer_choice(tokenizer)
+        steps, cfg = d.decoder(choice)
+        return choice.hint, choice.examples, steps, cfg
+
+    @user_errors
+    def pick_example(tokenizer: str, event: gr.SelectData):
+        return pipeline.tokenizer_choice(tokenizer).examples[event.index]
 
     @user_errors
     def match_prompt(prompt: str):
@@ -107,8 +129,8 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
         return result.grid, result.token_map, info
 
     @user_errors
-    def reconstruct(file, decode_steps, decode_cfg, seed, progress=gr.Progress()):
-        result = pipeline.reconstruct(_path(file), decode_steps, decode_cfg, seed,
+    def reconstruct(file, decode_steps, decode_cfg, seed, tokenizer, progress=gr.Progress()):
+        result = pipeline.reconstruct(_path(file), decode_steps, decode_cfg, seed, tokenizer=tokenizer,
                                       progress=_progress_callback(progress))
         return result.comparison, result.token_map, result.metrics_rows()
 
@@ -135,9 +157,10 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                 gr.Slider(0.05, limits.max_temperature, value=d.temperature, step=0.05, label="Temperature"))
 
     def decoder_sliders() -> tuple[gr.Slider, gr.Slider]:
-        """The tokenizer's sampling controls, the same on every tab that decodes."""
-        return (gr.Slider(1, limits.max_decode_steps, value=d.decode_steps, step=1, label="Decoder steps"),
-                gr.Slider(0, limits.max_cfg, value=d.decode_cfg, step=0.1, label="Decoder CFG"))
+        """The main tokenizer's sampling controls, the same on every tab that decodes."""
+        steps, cfg = d.decoder(main)
+        return (gr.Slider(1, limits.max_decode_steps, value=steps, step=1, label="Decoder steps"),
+                gr.Slider(0, limits.max_cfg, value=cfg, step=0.1, label="Decoder CFG"))
 
     num_indices = pipeline.models.tokenizer.config.num_indices
     generators = pipeline.generator_names
@@ -180,9 +203,13 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
             with gr.Tab("Reconstruct", id="reconstruct"):
                 with gr.Row():
                     with gr.Column(scale=1):
+                        # Only generation is tied to the main tokenizer; any loaded one reconstructs.
+                        rec_choice = tokenizer_radio()
+                        rec_hint = gr.Markdown(main.hint)
                         rec_file = gr.File(label="Image", file_types=["image"], type="filepath")
-                        if examples:
-                            gr.Examples([[p] for p in examples], inputs=[rec_file], label="Examples")
+                        # A gallery, not gr.Examples: its images change with the tokenizer choice.
+                        rec_examples = gr.Gallery(examples, label="Examples (click one)", columns=6, height="auto",
+                                                  allow_preview=False, object_fit="contain", interactive=False)
                         rec_steps, rec_cfg = decoder_sliders()
                         rec_seed = gr.Number(0, precision=0, label="Seed")
                         rec_button = gr.Button("Reconstruct", variant="primary")
@@ -236,15 +263,20 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                         ev_summary = gr.Markdown()
 
         # ------------------------------------------------------------------ events
+        rec_outputs = [rec_hint, rec_examples, rec_steps, rec_cfg]
+        rec_choice.input(select_tokenizer, [rec_choice], rec_outputs, api_name="select_tokenizer")
         if model_picker:
             load_button.click(load_models, [tokenizer_path, preset, maskgit_path, ar_path],
-                              [status, classes, gen_choice, ev_gen], api_name="load_models", concurrency_limit=1)
+                              [status, classes, gen_choice, ev_gen, rec_choice], api_name="load_models",
+                              concurrency_limit=1).then(select_tokenizer, [rec_choice], rec_outputs,
+                                                        api_visibility="private")
         match_button.click(match_prompt, [prompt], [classes, matches], api_name="match_prompt")
         prompt.submit(match_prompt, [prompt], [classes, matches], api_visibility="private")
         gen_button.click(generate, [classes, gen_choice, samples, steps, cfg, temperature, seed, dec_steps, dec_cfg],
                          [gen_images, gen_tokens, gen_info], api_name="generate")
-        rec_button.click(reconstruct, [rec_file, rec_steps, rec_cfg, rec_seed], [rec_images, rec_tokens, rec_metrics],
-                         api_name="reconstruct")
+        rec_examples.select(pick_example, [rec_choice], [rec_file], api_visibility="private")
+        rec_button.click(reconstruct, [rec_file, rec_steps, rec_cfg, rec_seed, rec_choice],
+                         [rec_images, rec_tokens, rec_metrics], api_name="reconstruct")
         tok_button.click(edit_tokens, [tok_a, tok_b, operation, span_start, span_end, fraction, alpha, tok_seed,
                                        tok_steps, tok_cfg], [tok_images, tok_tokens], api_name="edit_tokens")
         # One evaluation at a time: it is the heaviest request and writes into the work directory.
@@ -260,7 +292,8 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860,
            block: bool = True) -> str:
     """Queue (with a concurrency limit: model calls share the CPU/GPU) and serve; returns the local URL."""
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
+    # The example gallery hands its files to the image input, wherever the server was started from.
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, inbrowser=open_browser,
                             prevent_thread_lock=not block, max_file_size=f"{max_upload_mb}mb", ssr_mode=False,
-                            quiet=not block, footer_links=["api"])
+                            quiet=not block, footer_links=["api"], allowed_paths=[str(EXAMPLES_DIR)])
     return url

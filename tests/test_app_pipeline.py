@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from app.pipeline import (DEFAULT_WEIGHTS_DIR, EXAMPLES_DIR, DemoPipeline, DemoS
                           load_models)
 from app.visualize import grid_shape, token_heatmaps
 
-from app_helpers import DIGIT_NAMES, make_demo_weights
+from app_helpers import DIGIT_NAMES, MAIN_DECODE, PHOTO_DECODE, make_demo_weights, make_photo_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +34,16 @@ def pipeline(weights_dir, tmp_path_factory) -> DemoPipeline:
     settings = DemoSettings(limits=DemoLimits(max_batch=6, max_generator_steps=16, max_decode_steps=20),
                             work_dir=str(tmp_path_factory.mktemp("work")))
     return DemoPipeline.load(weights_dir=weights_dir, settings=settings)
+
+
+@pytest.fixture(scope="module")
+def photo_weights_dir(tmp_path_factory) -> Path:
+    return make_demo_weights(tmp_path_factory.mktemp("demo_weights_photo"), photo=True)
+
+
+@pytest.fixture(scope="module")
+def photo_pipeline(photo_weights_dir) -> DemoPipeline:
+    return DemoPipeline.load(weights_dir=photo_weights_dir)
 
 
 def _not_blank(image: Image.Image) -> bool:
@@ -86,14 +97,16 @@ def test_generate_rejects_bad_input_with_clear_messages(pipeline, kwargs, messag
 def test_reconstruct_reports_psnr_bpp_and_unavailable_lpips(pipeline):
     from tokenizer.metrics import psnr
 
-    result = pipeline.reconstruct(EXAMPLES_DIR / "chelsea_cat.png", decode_steps=3, decode_cfg=1.0)
+    result = pipeline.reconstruct(EXAMPLES_DIR / "digit_7.png", decode_steps=3, decode_cfg=1.0)
     assert result.original.shape == result.reconstruction.shape == (1, 3, 32, 32)
     assert result.psnr == pytest.approx(float(psnr(result.original, result.reconstruction)[0]))
     assert result.bits_per_pixel == pytest.approx(16 * 12 / 32**2) and result.bits == 16 * 12
     assert result.lpips is None
     rows = dict(result.metrics_rows())
     assert rows["LPIPS"].startswith("unavailable") and "lpips.weights=" in rows["LPIPS"]
-    assert rows["bits used"] == "192"
+    assert rows["bits used"] == "192" and rows["tokenizer"] == "Digits tokenizer"
+    assert rows["decoder"] == "3 steps, CFG 1" and float(rows["decode time (ms)"]) >= 0
+    assert result.decode_ms > 0
     assert result.comparison.size[0] > result.comparison.size[1] and _not_blank(result.comparison)
 
 
@@ -105,7 +118,7 @@ def test_reconstruct_accepts_grayscale_rgba_and_bytes(pipeline, tmp_path):
     rgba.save(tmp_path / "rgba.png")
     result = pipeline.reconstruct(str(tmp_path / "rgba.png"), decode_steps=2)
     assert torch.allclose(result.original, torch.ones_like(result.original))
-    data = (EXAMPLES_DIR / "chelsea_cat.png").read_bytes()
+    data = (EXAMPLES_DIR / "digit_7.png").read_bytes()
     assert pipeline.reconstruct(data, decode_steps=2).original.shape == (1, 3, 32, 32)
 
 
@@ -120,7 +133,89 @@ def test_reconstruct_rejects_non_images_and_huge_images(pipeline, tmp_path):
         pipeline.reconstruct(None)
     small_limits = DemoPipeline(pipeline.models, DemoSettings(limits=DemoLimits(max_image_pixels=1000)))
     with pytest.raises(ImageDecodeError, match="pixels"):
-        small_limits.reconstruct(EXAMPLES_DIR / "chelsea_cat.png")
+        small_limits.reconstruct(EXAMPLES_DIR / "digit_7.png")  # 64 x 64
+
+
+def test_reconstruct_with_the_photo_tokenizer_uses_it(photo_pipeline):
+    photo = EXAMPLES_DIR / "photo_rocket.png"
+    result = photo_pipeline.reconstruct(photo, tokenizer="photos")
+    assert result.original.shape == result.reconstruction.shape == (1, 3, 16, 16)  # its size, not the main 32
+    assert result.bits_per_pixel == pytest.approx(16 * 12 / 16**2) and result.tokenizer == "Photo tokenizer"
+    assert (result.decode_steps, result.decode_cfg) == (PHOTO_DECODE["steps"], PHOTO_DECODE["cfg"])
+    by_label = photo_pipeline.reconstruct(photo, tokenizer="Photo tokenizer")
+    assert torch.equal(by_label.reconstruction, result.reconstruction)  # same model, same seed
+    main = photo_pipeline.reconstruct(photo)
+    assert main.original.shape == (1, 3, 32, 32) and main.tokenizer == "Digits tokenizer"
+    assert (main.decode_steps, main.decode_cfg) == (MAIN_DECODE["steps"], MAIN_DECODE["cfg"])
+    explicit = photo_pipeline.reconstruct(photo, decode_steps=1, decode_cfg=0.0, tokenizer="photos")
+    assert (explicit.decode_steps, explicit.decode_cfg) == (1, 0.0)
+    assert "Photo tokenizer" in photo_pipeline.status() and "16px" in photo_pipeline.status()
+
+
+def test_unknown_or_absent_tokenizer_is_a_clear_error(pipeline, photo_pipeline):
+    with pytest.raises(ValueError, match=r"tokenizer 'faces' is not loaded; loaded: 'digits' \(Digits tokenizer\), "
+                                         r"'photos' \(Photo tokenizer\)"):
+        photo_pipeline.reconstruct(EXAMPLES_DIR / "digit_3.png", tokenizer="faces")
+    with pytest.raises(ValueError, match="tokenizer 'photos' is not loaded"):
+        pipeline.reconstruct(EXAMPLES_DIR / "digit_3.png", tokenizer="photos")
+    assert [c.name for c in pipeline.tokenizer_choices()] == ["digits"]
+    assert [c.name for c in photo_pipeline.tokenizer_choices()] == ["digits", "photos"]
+
+
+def test_photo_tokenizer_setting_disables_or_points_elsewhere(photo_weights_dir, weights_dir, tmp_path):
+    assert load_models(weights_dir=photo_weights_dir, photo_tokenizer=False).extra_tokenizers == {}
+    elsewhere = make_photo_tokenizer(tmp_path / "my_photo_tokenizer")
+    models = load_models(weights_dir=weights_dir, photo_tokenizer=elsewhere)
+    assert models.extra_tokenizer_sources == {"photos": str(elsewhere)}
+    assert models.tokenizers["photos"].config.image_size == 16
+    with pytest.raises(FileNotFoundError, match="tokenizer.photo_checkpoint"):
+        load_models(weights_dir=weights_dir, photo_tokenizer=tmp_path / "missing")
+
+
+def test_reload_keeps_the_photo_tokenizer(photo_weights_dir):
+    demo = DemoPipeline.load(weights_dir=photo_weights_dir)
+    photo = demo.models.extra_tokenizers["photos"]
+    demo.reload(str(photo_weights_dir / "tokenizer"), None, str(photo_weights_dir / "maskgit"), None)
+    assert demo.models.extra_tokenizers["photos"] is photo and demo.generator_names == ["MaskGIT"]
+
+
+def test_decoder_defaults_come_from_the_tokenizer(pipeline):
+    # generate, edit_tokens and reconstruct leave decoding to config.decode when given no numbers
+    assert pipeline.models.tokenizer.config.decode.steps == MAIN_DECODE["steps"]
+    steps = []
+    pipeline.generate([1], "MaskGIT", steps=1, progress=lambda f, m: steps.append(m))
+    assert f"decoding: step {MAIN_DECODE['steps']}/{MAIN_DECODE['steps']}" in steps
+    choice = pipeline.tokenizer_choice()
+    assert (choice.decode_steps, choice.decode_cfg) == (MAIN_DECODE["steps"], MAIN_DECODE["cfg"])
+
+
+def test_examples_match_the_tokenizer_domain(photo_pipeline, weights_dir):
+    digits, photos = photo_pipeline.tokenizer_choices()
+    assert [Path(p).name for p in digits.examples] == ["digit_3.png", "digit_7.png"]
+    assert 4 <= len(photos.examples) <= 6
+    assert all(Path(p).name.startswith("photo_") and Path(p).is_file() for p in photos.examples)
+    assert "digit" in digits.hint and "photo" in photos.hint and "16×16" in photos.hint
+    # A tokenizer loaded from a checkpoint (no digit generators) is offered real photos, not digits.
+    loaded = DemoPipeline(load_models(weights_dir / "tokenizer", photo_tokenizer=False)).tokenizer_choice()
+    assert loaded.name == "images" and loaded.examples == photos.examples
+
+
+def test_photo_examples_are_cut_from_held_out_val_bands():
+    from tokenizer.photos import COLOUR_SOURCES, box_inside, split_regions
+
+    spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES_DIR / "make_examples.py")
+    make_examples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_examples)
+    sources = {source.name: source for source in COLOUR_SOURCES}
+    assert sorted(EXAMPLES_DIR.glob("photo_*.png")) == sorted(EXAMPLES_DIR / f"photo_{n}.png"
+                                                              for n in make_examples.PHOTOS)
+    for name, position in make_examples.PHOTOS.items():
+        photo = Image.open(sources[name].path).convert("RGB")
+        split = split_regions(*photo.size)
+        box = make_examples.band_box(split, position)
+        assert box_inside(box, split.val) and 96 <= box[2] - box[0] <= 160
+        shipped = np.asarray(Image.open(EXAMPLES_DIR / f"photo_{name}.png").convert("RGB"))
+        assert np.array_equal(shipped, np.asarray(photo.crop(box))), name
 
 
 def test_reconstruct_with_random_lpips_is_marked_uncalibrated(pipeline):
@@ -219,7 +314,8 @@ def test_evaluate_needs_a_reference_for_non_digit_classes(pipeline, tmp_path):
 # ---------------------------------------------------------------------------- loading
 def test_status_names_device_sizes_and_bpp(pipeline):
     status = pipeline.status()
-    for part in ("device cpu", "float32", "32 tokens × vocab 64", "0.1875 BPP", "MaskGIT", "AR", "10 classes"):
+    for part in ("device cpu", "float32", "Digits tokenizer", "32 tokens × vocab 64", "0.1875 BPP", "MaskGIT", "AR",
+                 "10 classes"):
         assert part in status
     assert pipeline.generator_names == ["MaskGIT", "AR"] and pipeline.class_names == DIGIT_NAMES
 
@@ -297,7 +393,9 @@ def test_app_config_matches_the_code():
         cfg = compose(config_name="app", overrides=["limits.max_batch=3", "generator.maskgit=/x"])
     assert DemoLimits.from_mapping(dict(cfg.limits)).max_batch == 3
     assert SamplingDefaults.from_mapping(dict(cfg.sampling)) == SamplingDefaults()
+    assert SamplingDefaults().decode_steps is None and SamplingDefaults().decode_cfg is None  # the model's defaults
     assert cfg.generator.maskgit == "/x" and cfg.tokenizer.checkpoint is None
+    assert cfg.tokenizer.photo_checkpoint is None  # the embedded photo tokenizer when present
 
 
 def test_cli_help_lists_the_options():
