@@ -8,6 +8,7 @@ Resumable: run the same command again after an interruption and finished shards 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,10 +32,21 @@ def load_tokenizer(tokenizer_cfg: Mapping[str, Any], device: str | torch.device 
     return load_flowmo(user_path(checkpoint), config=tokenizer_cfg.get("preset")).to(device).eval()
 
 
+def encoder_fingerprint(tokenizer: FlowMo) -> str:
+    """Short hash of the encoder's weights: what decides the tokens (a retrained tokenizer of the
+    same architecture gets a new one, so its cache is never mistaken for the old one's)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tokenizer.encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 def default_cache_dir(root: str | os.PathLike, data_name: str, split: str, tokenizer: FlowMo, flip: bool) -> Path:
-    """<root>/<data>_<split>_<tokenizer architecture hash>[_flip]: one cache per dataset and tokenizer."""
+    """<root>/<data>_<split>_<architecture hash>_<encoder fingerprint>[_flip]: one cache per dataset and tokenizer."""
     suffix = "_flip" if flip else ""
-    return user_path(root) / f"{data_name}_{split}_{tokenizer.config.architecture_hash()}{suffix}"
+    return user_path(root) / (f"{data_name}_{split}_{tokenizer.config.architecture_hash()}_"
+                              f"{encoder_fingerprint(tokenizer)}{suffix}")
 
 
 def build_token_cache(data_cfg: Mapping[str, Any], tokenizer: FlowMo, out: str | os.PathLike, *, split: str = "train",

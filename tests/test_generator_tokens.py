@@ -88,3 +88,20 @@ def test_token_batches_are_deterministic_and_disjoint_across_ranks(tmp_path):
 def test_missing_cache_is_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenize_dataset"):
         TokenCache.load(tmp_path)
+
+
+def test_default_cache_dir_changes_with_the_encoder_weights(tmp_path):
+    from generator.tokenize_dataset import default_cache_dir
+
+    first, same = tiny_tokenizer(), tiny_tokenizer()
+    retrained = tiny_tokenizer()
+    with torch.no_grad():
+        next(retrained.encoder.parameters()).add_(1e-3)  # same architecture, new tokens
+    other_decoder = tiny_tokenizer()
+    with torch.no_grad():
+        next(other_decoder.decoder.parameters()).add_(1.0)  # the decoder does not change tokens
+    path = default_cache_dir(tmp_path, "digits", "train", first, flip=False)
+    assert path == default_cache_dir(tmp_path, "digits", "train", same, flip=False)
+    assert path == default_cache_dir(tmp_path, "digits", "train", other_decoder, flip=False)
+    assert path != default_cache_dir(tmp_path, "digits", "train", retrained, flip=False)
+    assert path.name.startswith(f"digits_train_{first.config.architecture_hash()}_")
