@@ -114,18 +114,16 @@ def _mean_psnr(images: np.ndarray, recon: np.ndarray) -> float:
 
 # ------------------------------------------------------------------------------------ thumbnails
 def quantise(values: np.ndarray, bits: int) -> np.ndarray:
-    """Uniform quantiser of values in [0, 255] to 2**bits levels, reconstructed at the level centres.
+    """Uniform quantiser of values in [0, 255] to the 2**bits levels k·255 / (2**bits − 1), nearest.
 
-    Level k holds [k·step − 0.5, (k+1)·step − 0.5) with step = 256 / 2**bits, i.e. exactly the
-    values that round to its ``step`` integers, so 8 bits gives back every integer unchanged.
-    Returns float64 of the same shape.
+    The levels include 0 and 255 (plain bit-depth reduction), so black and white survive
+    exactly: on images with large flat backgrounds (digits) this is worth about 1 dB over
+    bin-centre levels. 8 bits gives back every integer unchanged. Returns float64, same shape.
     """
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be in 1..8, got {bits}")
-    levels = 2**bits
-    step = 256.0 / levels
-    index = np.clip(np.floor((np.asarray(values, dtype=np.float64) + 0.5) / step), 0, levels - 1)
-    return (index + 0.5) * step - 0.5
+    step = 255.0 / (2**bits - 1)
+    return np.clip(np.rint(np.asarray(values, dtype=np.float64) / step), 0, 2**bits - 1) * step
 
 
 def thumbnail_bits(size: int, bits: int, grey: bool) -> int:
