@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, default=2.0)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=None, help="MaskGIT steps (AR ignores it)")
-    parser.add_argument("--decode-steps", type=int, default=10)
+    parser.add_argument("--decode-steps", type=int, default=None, help="default: the tokenizer's saved setting")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

@@ -52,15 +52,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--steps", type=int, default=8, help="generator steps (MaskGIT)")
     parser.add_argument("--cfg-scale", type=float, default=1.0)
-    parser.add_argument("--decode-steps", type=int, default=25)
-    parser.add_argument("--decode-cfg", type=float, default=1.5)
+    parser.add_argument("--decode-steps", type=int, default=None, help="default: the tokenizer's saved setting")
+    parser.add_argument("--decode-cfg", type=float, default=None, help="default: the tokenizer's saved setting")
     parser.add_argument("--no-png", action="store_true", help="skip the per-sample PNGs (shards only)")
     args = parser.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, description = load_models(args, device)
-    sample_fn = make_sample_fn(model, tokenizer, {"num_steps": args.steps, "cfg_scale": args.cfg_scale},
-                               {"steps": args.decode_steps, "cfg": args.decode_cfg})
+    decoding = tokenizer.decode_settings(args.decode_steps, args.decode_cfg)
+    sample_fn = make_sample_fn(model, tokenizer, {"num_steps": args.steps, "cfg_scale": args.cfg_scale}, decoding)
     size = tokenizer.config.image_size
     rows = []
     for batch in args.batch:
@@ -83,7 +83,7 @@ def main() -> None:
     for batch, generated, seconds, rate in rows:
         print(f"| {batch} | {generated} | {seconds:.2f} | {rate:.2f} | {50_000 / rate / 3600:.2f} h |")
     print(f"\nmodels: {description}; {size}x{size} px; generator steps {args.steps}, cfg {args.cfg_scale}; "
-          f"decoder steps {args.decode_steps}, cfg {args.decode_cfg}; PNGs {'off' if args.no_png else 'on'}")
+          f"decoder steps {decoding['steps']}, cfg {decoding['cfg']}; PNGs {'off' if args.no_png else 'on'}")
     print(f"hardware: {describe()}")
 
 

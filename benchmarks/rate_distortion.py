@@ -14,7 +14,6 @@ with the table). Writes results.json, rate_distortion.png and comparison.png to 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import time
 from contextlib import contextmanager
@@ -94,15 +93,10 @@ def score(originals: torch.Tensor, recons: torch.Tensor, lpips: LPIPSMetric | No
 
 # ------------------------------------------------------------------------------------- tokenizer
 def default_decode(model: FlowMo) -> tuple[dict[str, Any], int, float, str]:
-    """(decode kwargs, steps, cfg, where they come from) for the tokenizer's default decoder settings.
-
-    A ``decode`` whose steps default to None reads the settings saved with the weights: it is
-    called with no sampler arguments. Otherwise the release defaults are passed explicitly.
-    """
-    if inspect.signature(model.decode).parameters["steps"].default is None:
-        saved = model.config.decode
-        return {}, saved.steps, float(saved.cfg), "default, saved with the weights"
-    return {"steps": 25, "cfg": 1.5}, 25, 1.5, "default"
+    """(decode kwargs, steps, cfg, where they come from) for the tokenizer's default decoder settings:
+    ``decode()`` without sampler arguments uses the settings saved with the weights."""
+    saved = model.decode_settings()
+    return {}, saved["steps"], float(saved["cfg"]), "default, saved with the weights"
 
 
 @contextmanager
@@ -153,7 +147,9 @@ def decode_all(model: FlowMo, codes: torch.Tensor, noise: torch.Tensor, batch_si
             recons.append(run(start))
         synchronize(device)
         elapsed = time.perf_counter() - start_time
-    return torch.cat(recons).float().cpu(), 1000.0 * elapsed / len(codes), rows[0] / len(codes)
+    # Scored as the uint8 images a user would save, like the codecs' outputs.
+    recons = uint8_to_tensor(tensor_to_uint8(torch.cat(recons)))
+    return recons, 1000.0 * elapsed / len(codes), rows[0] / len(codes)
 
 
 @torch.no_grad()

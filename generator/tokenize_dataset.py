@@ -8,7 +8,6 @@ Resumable: run the same command again after an interruption and finished shards 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizer import FlowMo, load_flowmo
 from tokenizer.cli import resolve_device, user_path
 
-from .tokens import TokenCacheManifest, tokenize_to_cache
+from .tokens import TokenCacheManifest, encoder_fingerprint, tokenize_to_cache
 
 
 def load_tokenizer(tokenizer_cfg: Mapping[str, Any], device: str | torch.device = "cpu") -> FlowMo:
@@ -30,16 +29,6 @@ def load_tokenizer(tokenizer_cfg: Mapping[str, Any], device: str | torch.device 
         raise ValueError("tokenizer.checkpoint is not set: pass tokenizer.checkpoint=<a saved FlowMo directory, "
                          "a tokenizer training run, or a released .pth with tokenizer.preset=flowmo_lo|flowmo_hi>")
     return load_flowmo(user_path(checkpoint), config=tokenizer_cfg.get("preset")).to(device).eval()
-
-
-def encoder_fingerprint(tokenizer: FlowMo) -> str:
-    """Short hash of the encoder's weights: what decides the tokens (a retrained tokenizer of the
-    same architecture gets a new one, so its cache is never mistaken for the old one's)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(tokenizer.encoder.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:12]
 
 
 def default_cache_dir(root: str | os.PathLike, data_name: str, split: str, tokenizer: FlowMo, flip: bool) -> Path:

@@ -13,6 +13,7 @@ atomically, so an interrupted run resumes by skipping the shards that exist.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -35,6 +36,16 @@ def shard_file(shard: int) -> str:
     return f"shard_{shard:05d}.safetensors"
 
 
+def encoder_fingerprint(tokenizer: Any) -> str:
+    """Short hash of a FlowMo encoder's weights: what decides the tokens (a retrained tokenizer of the
+    same architecture gets a new one, so its cache is never mistaken for the old one's)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tokenizer.encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 def index_dtype(vocab_size: int) -> torch.dtype:
     """Smallest signed integer dtype that stores indices < vocab_size (safetensors has no uint16 in torch)."""
     return torch.int16 if vocab_size <= 2**15 else torch.int32
@@ -51,6 +62,7 @@ class TokenCacheManifest:
     shard_size: int
     augmentations: list[str] = field(default_factory=lambda: ["none"])
     source: str = ""
+    encoder_fingerprint: str = ""  # empty in caches written before it was recorded
     complete: bool = False
     format_version: int = CACHE_FORMAT_VERSION
 
@@ -137,7 +149,8 @@ def tokenize_to_cache(tokenizer: Any, dataset: Dataset, directory: str | os.Path
     manifest = TokenCacheManifest(
         tokenizer_hash=config.architecture_hash(), num_indices=config.num_indices, vocab_size=config.vocab_size,
         num_classes=len(class_names), class_names=list(class_names), num_items=len(dataset), shard_size=shard_size,
-        augmentations=list(AUGMENTATIONS_FLIP if flip else ("none",)), source=source)
+        augmentations=list(AUGMENTATIONS_FLIP if flip else ("none",)), source=source,
+        encoder_fingerprint=encoder_fingerprint(tokenizer))
     if (directory / MANIFEST_FILE).is_file():
         existing = read_manifest(directory)
         if not existing.same_content(manifest):

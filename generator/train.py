@@ -30,7 +30,7 @@ from tokenizer.cli import output_directory, resolve_mixed_precision, user_path
 from .base import GeneratorModel, build_generator
 from .config import GeneratorConfig
 from .tokenize_dataset import build_token_cache, default_cache_dir, load_tokenizer
-from .tokens import MANIFEST_FILE, TokenBatches, TokenCache, read_manifest
+from .tokens import MANIFEST_FILE, TokenBatches, TokenCache, encoder_fingerprint, read_manifest
 
 
 def generator_config(model_cfg: dict[str, Any], cache: TokenCache) -> GeneratorConfig:
@@ -66,6 +66,13 @@ def resolve_token_cache(cfg: DictConfig, is_main: bool, wait: Any) -> Path:
             raise FileNotFoundError(f"tokens.cache={tcfg.cache}: {path / MANIFEST_FILE} not found; build it with "
                                     "`python -m generator.tokenize_dataset` or set tokens.cache=null to build the "
                                     "default cache from data= and tokenizer.checkpoint=")
+        recorded = read_manifest(path).encoder_fingerprint
+        if recorded and cfg.tokenizer.checkpoint:
+            current = encoder_fingerprint(load_tokenizer(cfg.tokenizer))
+            if current != recorded:
+                raise ValueError(f"tokens.cache={tcfg.cache} was made by another tokenizer's encoder (fingerprint "
+                                 f"{recorded}, tokenizer.checkpoint has {current}): its tokens would not decode "
+                                 "correctly; rebuild the cache or point at the matching tokenizer")
         return path
     tokenizer = load_tokenizer(cfg.tokenizer)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)

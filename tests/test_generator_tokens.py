@@ -105,3 +105,27 @@ def test_default_cache_dir_changes_with_the_encoder_weights(tmp_path):
     assert path == default_cache_dir(tmp_path, "digits", "train", other_decoder, flip=False)
     assert path != default_cache_dir(tmp_path, "digits", "train", retrained, flip=False)
     assert path.name.startswith(f"digits_train_{first.config.architecture_hash()}_")
+
+
+def test_an_explicit_cache_from_another_encoder_is_refused(tmp_path):
+    from omegaconf import OmegaConf
+
+    from generator.tokens import encoder_fingerprint
+    from generator.train import resolve_token_cache
+
+    maker, other = tiny_tokenizer(), tiny_tokenizer()
+    with torch.no_grad():
+        next(other.encoder.parameters()).add_(1e-3)
+    maker.save_pretrained(tmp_path / "maker")
+    other.save_pretrained(tmp_path / "other")
+    manifest = tokenize_to_cache(maker, RandomImages(4), tmp_path / "cache", class_names=["a", "b", "c"],
+                                 shard_size=4, batch_size=2, progress=False)
+    assert manifest.encoder_fingerprint == encoder_fingerprint(maker)
+
+    def cfg(tokenizer_dir):
+        return OmegaConf.create({"tokens": {"cache": str(tmp_path / "cache")},
+                                 "tokenizer": {"checkpoint": str(tokenizer_dir), "preset": None}})
+
+    assert resolve_token_cache(cfg(tmp_path / "maker"), True, lambda: None) == tmp_path / "cache"
+    with pytest.raises(ValueError, match="another tokenizer's encoder"):
+        resolve_token_cache(cfg(tmp_path / "other"), True, lambda: None)

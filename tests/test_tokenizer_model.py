@@ -287,3 +287,23 @@ def test_decode_defaults_are_saved_with_the_weights_and_used(tmp_path, tiny_mode
     assert loaded.decode_settings(steps=5)["steps"] == 5 and loaded.decode_settings()["steps"] == 3
     with pytest.raises(ValueError, match="steps"):
         FlowMoConfig.from_dict({**tiny_model.config.to_dict(), "decode": {"steps": 0}})
+
+
+@pytest.mark.parametrize("decode, match", [
+    ({"cfg": -1.0}, "cfg"), ({"schedule": "pow0.25"}, "schedule"), ({"cfg_interval": [1.0, 0.5]}, "low <= high"),
+    ({"cfg_interval": "default"}, "cfg_interval"), ({"bogus": 1}, "unknown"),
+])
+def test_bad_decode_defaults_are_rejected_when_the_config_is_built(decode, match):
+    with pytest.raises(ValueError, match=match):
+        FlowMoConfig.from_dict({**FlowMoConfig.preset("tiny").to_dict(), "decode": decode})
+    assert FlowMoConfig.from_dict({**FlowMoConfig.preset("tiny").to_dict(), "decode": None}).decode.steps == 25
+
+
+def test_yaml_presets_carry_the_released_decoder_defaults():
+    import yaml
+
+    for name in ("flowmo_lo", "flowmo_hi", "tiny"):
+        data = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / f"{name}.yaml").read_text())
+        config = FlowMoConfig.from_dict(data)
+        assert config.decode == FlowMoConfig.preset(name).decode
+        assert (config.decode.steps, config.decode.cfg, config.decode.cfg_interval) == (25, 1.5, (0.17, 1.02))

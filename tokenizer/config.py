@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 BASE_HIDDEN = 192  # DiT-B width per unit of the muP width multiplier
 BASE_HEAD_DIM = 16  # head_dim per unit of width at the released 12 heads
@@ -35,12 +35,25 @@ class DecodeDefaults:
     cfg_interval: tuple[float, float] | None = (0.17, 1.02)  # EDM sigma; None: guide at every step
 
     def __post_init__(self) -> None:
+        from .sampler import parse_schedule
+
+        def bad(msg: str) -> ValueError:
+            return ValueError(f"invalid DecodeDefaults: {msg}")
+
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps <= 0:
-            raise ValueError(f"invalid DecodeDefaults: steps must be a positive integer, got {self.steps!r}")
+            raise bad(f"steps must be a positive integer, got {self.steps!r}")
+        if isinstance(self.cfg, bool) or not isinstance(self.cfg, (int, float)) or self.cfg < 0:
+            raise bad(f"cfg must be a number >= 0, got {self.cfg!r}")
+        self.cfg = float(self.cfg)
+        parse_schedule(self.schedule)
         if self.cfg_interval is not None:
-            self.cfg_interval = tuple(float(v) for v in self.cfg_interval)
-            if len(self.cfg_interval) != 2:
-                raise ValueError(f"invalid DecodeDefaults: cfg_interval must be (low, high), got {self.cfg_interval}")
+            try:
+                low, high = (float(v) for v in self.cfg_interval)
+            except (TypeError, ValueError):
+                raise bad(f"cfg_interval must be [low, high] in EDM sigma or null, got {self.cfg_interval!r}") from None
+            if not 0 <= low <= high:
+                raise bad(f"cfg_interval must have 0 <= low <= high, got {self.cfg_interval!r}")
+            self.cfg_interval = (low, high)
 
 
 @dataclass
@@ -61,8 +74,10 @@ class FlowMoConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. training provenance)
 
     def __post_init__(self) -> None:
-        if isinstance(self.decode, dict):
-            self.decode = dataclass_from_dict(DecodeDefaults, self.decode)
+        if self.decode is None:
+            self.decode = DecodeDefaults()
+        elif isinstance(self.decode, Mapping):
+            self.decode = dataclass_from_dict(DecodeDefaults, dict(self.decode))
         self.validate()
 
     # ------------------------------------------------------------------ derived sizes
