@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None, sweep: Sequence[tuple[int, float]] =
         "grey": grey, "bits_per_image": bits, "bits_per_pixel": config.bits_per_pixel, "device": str(device),
         "hardware": describe(device), "batch_size": args.batch_size, "seed": args.seed, "header": header,
         "notes": notes, "verdicts": verdicts, "tokenizer": tokenizer_rows, "codecs": codec_rows, "best_codec_at_equal_bits": best,
-        "files": {name: str(out_dir / f"{name}.png") for name in ("rate_distortion", "comparison")},
+        "files": {name: f"{name}.png" for name in ("rate_distortion", "comparison")},  # beside results.json
     }
     atomic_write(out_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2)))
     return results

@@ -30,13 +30,16 @@ def read_scalars(run_dir: Path, tag: str) -> tuple[list[int], list[float]]:
 
 
 def smooth(values: list[float], window: int) -> list[float]:
-    """Trailing moving average over ``window`` points (1: unchanged)."""
-    out, total = [], 0.0
+    """Bias-corrected exponential moving average with span ``window`` points (1: unchanged).
+
+    Exponential, not a box window: a box window makes a false step in a falling loss curve at the
+    point where the first, large values leave it.
+    """
+    decay = 1.0 - 2.0 / (window + 1)
+    out, average = [], 0.0
     for i, value in enumerate(values):
-        total += value
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
+        average = decay * average + (1.0 - decay) * value
+        out.append(average / (1.0 - decay ** (i + 1)))
     return out
 
 
@@ -45,7 +48,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--labels", nargs="*", default=None)
     parser.add_argument("--tags", nargs="+", default=["val/psnr", "train/flow"])
-    parser.add_argument("--smooth", type=int, default=20, help="moving-average window for train/* tags")
+    parser.add_argument("--smooth", type=int, default=20, help="moving-average span (points) for train/* tags")
     parser.add_argument("--title", default="")
     parser.add_argument("--out", type=Path, default=Path("training_curves.png"))
     args = parser.parse_args()

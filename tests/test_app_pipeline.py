@@ -342,16 +342,22 @@ def test_reload_swaps_the_model_set(weights_dir, tmp_path):
     assert demo.generator_names == ["MaskGIT"] and "AR" not in status
 
 
-@pytest.mark.skipif(not (DEFAULT_WEIGHTS_DIR / "tokenizer").is_dir(),
-                    reason="app/weights/ not shipped yet (the lead trains the embedded digits models)")
 def test_shipped_weights_load_and_match_the_current_code():
+    import yaml
+
     from generator.config import FORMAT_VERSION as GENERATOR_FORMAT
     from tokenizer.config import FORMAT_VERSION as TOKENIZER_FORMAT
 
-    meta = json.loads((DEFAULT_WEIGHTS_DIR / "tokenizer" / "config.json").read_text())
-    assert meta["format_version"] == TOKENIZER_FORMAT
     models = load_models()
-    assert meta["architecture_hash"] == models.tokenizer.config.architecture_hash()
+    shipped = {"tokenizer": (models.tokenizer, "digits"), "photo_tokenizer": (models.extra_tokenizers["photos"], "photos32")}
+    for folder, (tokenizer, config_name) in shipped.items():
+        meta = json.loads((DEFAULT_WEIGHTS_DIR / folder / "config.json").read_text())
+        assert meta["format_version"] == TOKENIZER_FORMAT
+        assert meta["architecture_hash"] == tokenizer.config.architecture_hash()
+        # The decoder defaults saved with the weights are the ones its training config sets.
+        recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tokenizer"
+                                 / f"{config_name}.yaml").read_text())
+        assert {k: tokenizer.config.decode.__dict__[k] for k in recipe["decode"]} == recipe["decode"]
     assert set(models.generators) == {"maskgit", "ar"}
     for slot, model in models.generators.items():
         generator_meta = json.loads((DEFAULT_WEIGHTS_DIR / slot / "config.json").read_text())
