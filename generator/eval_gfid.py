@@ -39,8 +39,6 @@ def main(cfg: DictConfig) -> None:
     tokenizer = tokenizer.to(accelerator.device).eval()
     sampling = OmegaConf.to_container(cfg.sampling, resolve=True)
     decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
-    if isinstance(decoding.get("cfg_interval"), list):
-        decoding["cfg_interval"] = tuple(decoding["cfg_interval"])
     # The settings actually used (unset ones from the tokenizer's saved defaults): what the plan records.
     decoding = tokenizer.decode_settings(**decoding)
     sample_fn = make_sample_fn(generator_model, tokenizer, sampling, decoding)

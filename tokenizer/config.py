@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .sampler import parse_schedule
+
 BASE_HIDDEN = 192  # DiT-B width per unit of the muP width multiplier
 BASE_HEAD_DIM = 16  # head_dim per unit of width at the released 12 heads
 ROPE_AXES_FRACTIONS = (1 / 8, 7 / 16, 7 / 16)  # released [8, 28, 28] at head_dim 64
@@ -35,8 +37,6 @@ class DecodeDefaults:
     cfg_interval: tuple[float, float] | None = (0.17, 1.02)  # EDM sigma; None: guide at every step
 
     def __post_init__(self) -> None:
-        from .sampler import parse_schedule
-
         def bad(msg: str) -> ValueError:
             return ValueError(f"invalid DecodeDefaults: {msg}")
 
