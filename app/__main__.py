@@ -25,13 +25,18 @@ def main(cfg: DictConfig) -> None:
     from .ui import SamplingDefaults, build_demo, launch
 
     limits = DemoLimits.from_mapping(OmegaConf.to_container(cfg.limits))
+    model_dirs = tuple(_path(d) for d in cfg.model_dirs)
+    if cfg.model_picker and not model_dirs:
+        raise ValueError("model_picker=true needs model_dirs=[<dir>, ...]: the directories clients may load from")
     settings = DemoSettings(
         device=cfg.device, dtype=cfg.dtype, limits=limits, lpips_net=cfg.lpips.net,
         lpips_weights=_path(cfg.lpips.weights), allow_random_lpips=cfg.lpips.allow_random,
         inception_weights=_path(cfg.evaluate.inception_weights),
         allow_random_inception=cfg.evaluate.allow_random_weights,
+        features=cfg.evaluate.features, feature_classifier=_path(cfg.evaluate.feature_classifier),
         eval_reference=_path(cfg.evaluate.reference), eval_reference_split=cfg.evaluate.reference_split,
-        eval_max_reference_images=cfg.evaluate.max_reference_images, work_dir=_path(cfg.work_dir))
+        eval_max_reference_images=cfg.evaluate.max_reference_images, work_dir=_path(cfg.work_dir),
+        model_dirs=model_dirs)
     pipeline = DemoPipeline.load(
         _path(cfg.tokenizer.checkpoint), cfg.tokenizer.preset, _path(cfg.generator.maskgit), _path(cfg.generator.ar),
         photo_tokenizer=_optional_path(cfg.tokenizer.photo_checkpoint),

@@ -13,9 +13,11 @@ Long work reports through ``progress(fraction, message)`` callbacks.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,11 +34,13 @@ from .visualize import metrics_bar_plot
 APP_DIR = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS_DIR = APP_DIR / "weights"
 PHOTO_TOKENIZER_DIR = "photo_tokenizer"  # the embedded photo tokenizer, under the weights dir
+DIGITS_CLASSIFIER_DIR = "digits_classifier"  # the metric classifier of the digits data, under the weights dir
 EXAMPLES_DIR = APP_DIR / "examples"
 
 GENERATOR_LABELS = {"maskgit": "MaskGIT", "ar": "AR"}  # config.model -> name shown in the UI
 TOKEN_OPERATIONS = ("swap", "randomize", "mix")
 DISPLAY_MIN_SIZE = 128  # grids show digits-sized images at least this large
+GRID_MAX_COLUMNS = 10  # a single row of generated images wraps after this many (all ten digits fit)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 ProgressFn = Callable[[float, str], None]
@@ -82,11 +86,16 @@ class DemoSettings:
     lpips_weights: str | None = None  # torchvision backbone .pth for LPIPS; None: LPIPS unavailable
     allow_random_lpips: bool = False  # random backbone: LPIPS shown, marked UNCALIBRATED
     inception_weights: str | None = None  # torch-fidelity Inception .pth for gFID
-    allow_random_inception: bool = True  # the demo's Evaluate tab works offline, every number UNCALIBRATED
+    allow_random_inception: bool = True  # without a classifier or weights: random Inception, numbers UNCALIBRATED
+    # Evaluate's feature space (auto | inception | classifier) and classifier directory; auto with no
+    # directory: the embedded digits classifier when digits models are loaded, else Inception-v3
+    features: str = "auto"
+    feature_classifier: str | None = None
     eval_reference: str | None = None  # folder of real images or reference-statistics .npz; None: digits
     eval_reference_split: str = "val"  # split of a dataset reference (the digits default)
     eval_max_reference_images: int | None = None
     work_dir: str | None = None  # evaluation outputs, prompt vocabularies; None: a temporary directory
+    model_dirs: tuple[str, ...] = ()  # the only places DemoPipeline.reload (the model picker) loads from
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
@@ -111,6 +120,7 @@ class LoadedModels:
     tokenizer_name: str = "images"  # the main tokenizer's key in TOKENIZER_DOMAINS
     extra_tokenizers: dict[str, Any] = field(default_factory=dict)  # "photos" -> FlowMo, reconstruction only
     extra_tokenizer_sources: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # shown in the status line: e.g. a generator trained on another tokenizer
 
     @property
     def num_classes(self) -> int:
@@ -140,6 +150,14 @@ def for_display(images: Tensor, min_size: int = DISPLAY_MIN_SIZE) -> Tensor:
     if factor <= 1:
         return images
     return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def generation_columns(num_classes: int, per_class: int) -> int:
+    """Images per grid row: one row per class; with one image per class (or one class) a single
+    row, wrapped after GRID_MAX_COLUMNS, rather than one tall column."""
+    if num_classes > 1 and per_class > 1:
+        return per_class
+    return min(num_classes * per_class, GRID_MAX_COLUMNS)
 
 
 def _count_parameters(model: torch.nn.Module) -> int:
@@ -204,6 +222,12 @@ def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | Non
             sources[slot] = path
     flowmo = _load_tokenizer(tokenizer, tokenizer_preset, device, dtype)
     generators = {slot: _load_generator(path, slot, flowmo, device, dtype) for slot, path in sources.items()}
+    mismatches = []
+    for slot, model in generators.items():
+        message = model.other_tokenizer_warning(flowmo)
+        if message:
+            mismatches.append(f"{GENERATOR_LABELS[slot]}: {message}")
+            warnings.warn(mismatches[-1], stacklevel=2)
     class_lists = {slot: [model.config.class_name(i) for i in range(model.config.num_classes)]
                    for slot, model in generators.items()}
     if len({tuple(names) for names in class_lists.values()}) > 1:
@@ -222,7 +246,8 @@ def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | Non
     return LoadedModels(tokenizer=flowmo, tokenizer_source=str(tokenizer), generators=generators,
                         generator_sources={slot: str(path) for slot, path in sources.items()},
                         class_names=class_names, tokenizer_name=name, extra_tokenizers=extras,
-                        extra_tokenizer_sources={name: str(path) for name, path in extra_sources.items()})
+                        extra_tokenizer_sources={name: str(path) for name, path in extra_sources.items()},
+                        warnings=tuple(mismatches))
 
 
 # ---------------------------------------------------------------------------- results
@@ -235,6 +260,7 @@ class GenerationResult:
     grid: Image.Image  # labelled image grid
     token_map: Image.Image  # indices as heatmaps, same layout
     seconds: float
+    files: list[str] = field(default_factory=list)  # downloads: samples.png (own size), indices.safetensors
 
 
 @dataclass
@@ -253,6 +279,7 @@ class ReconstructionResult:
     decode_steps: int
     decode_cfg: float
     decode_ms: float  # wall time of the decoder alone
+    notes: list[str] = field(default_factory=list)  # what was done to the input (e.g. transparency flattened)
 
     def metrics_rows(self) -> list[list[str]]:
         """[metric, value] rows for a table; LPIPS says why it is missing or that it is uncalibrated."""
@@ -265,7 +292,7 @@ class ReconstructionResult:
         return [["PSNR (dB)", f"{self.psnr:.2f}"], ["LPIPS", lpips],
                 ["BPP", f"{self.bits_per_pixel:.4f}"], ["bits used", str(self.bits)],
                 ["tokenizer", self.tokenizer], ["decoder", f"{self.decode_steps} steps, CFG {self.decode_cfg:g}"],
-                ["decode time (ms)", f"{self.decode_ms:.0f}"]]
+                ["decode time (ms)", f"{self.decode_ms:.0f}"]] + [["note", note] for note in self.notes]
 
 
 @dataclass
@@ -319,17 +346,50 @@ class DemoPipeline:
     def reload(self, tokenizer: str | None = None, tokenizer_preset: str | None = None,
                maskgit: str | None = None, ar: str | None = None,
                weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> str:
-        """Load another model set (the UI's model picker); requests in flight finish on the old one.
+        """Load another model set for EVERY user of this server (the UI's model picker, off unless
+        ``model_picker=true``); requests in flight finish on the old one. Empty paths: the embedded models.
 
-        The extra tokenizers stay as they are: they do not depend on the main set.
+        Client-typed paths must lie under ``settings.model_dirs``, checked before anything is built;
+        a refused path gets one message whether it exists or not. A failed load keeps the old set
+        and frees what it built. The extra tokenizers stay as they are: they do not depend on the main set.
         """
-        models = load_models(tokenizer, tokenizer_preset, maskgit, ar, photo_tokenizer=False,
-                             weights_dir=weights_dir, settings=self.settings)
+        paths = [self._model_dir_path(value, option) for value, option in
+                 ((tokenizer, "FlowMo checkpoint"), (maskgit, "MaskGIT checkpoint"), (ar, "AR checkpoint"))]
+        failure = None
+        try:
+            models = load_models(paths[0], tokenizer_preset, paths[1], paths[2], photo_tokenizer=False,
+                                 weights_dir=weights_dir, settings=self.settings)
+        except Exception as error:  # noqa: BLE001 - re-raised below, without the frames that hold the models
+            failure = error
+        if failure is not None:
+            # The traceback's frames reference the half-loaded models (GBs for FlowMo-Lo): drop them.
+            failure.__traceback__ = failure.__context__ = failure.__cause__ = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise failure
         with self._lock:
             self._models = replace(models, extra_tokenizers=self._models.extra_tokenizers,
                                    extra_tokenizer_sources=self._models.extra_tokenizer_sources)
             self._vocabulary = None
         return self.status()
+
+    def _model_dir_path(self, value: str | None, option: str) -> Path | None:
+        """A picker path confined to ``settings.model_dirs`` (relative: to the first of them); None when empty."""
+        if value in (None, "") or not str(value).strip():
+            return None
+        roots = [Path(d).expanduser().resolve() for d in self.settings.model_dirs]
+        refusal = ValueError(f"{option}: the model picker only loads checkpoints under "
+                             + (", ".join(map(str, roots)) if roots else "no directory (model_dirs is empty)"))
+        if not roots:
+            raise refusal
+        try:
+            path = (roots[0] / str(value).strip()).resolve()  # an absolute value replaces roots[0]
+        except (OSError, RuntimeError):  # e.g. a symlink loop: refused like any outside path
+            raise refusal from None
+        if not any(path.is_relative_to(root) for root in roots):
+            raise refusal
+        return path
 
     @property
     def class_names(self) -> list[str]:
@@ -339,6 +399,15 @@ class DemoPipeline:
     def generator_names(self) -> list[str]:
         """Loaded generators as shown in the UI ("MaskGIT", "AR")."""
         return [GENERATOR_LABELS[slot] for slot in self._models.generators]
+
+    def generator_defaults(self, generator: str) -> tuple[int, float, float]:
+        """(steps, cfg, temperature) a generator samples with unless told otherwise: its saved defaults."""
+        from generator.maskgit import DEFAULT_STEPS
+
+        models = self._models
+        model = models.generators[self._generator_slot(models, generator)]
+        settings = model.sampling_settings()
+        return settings["num_steps"] or DEFAULT_STEPS, settings["cfg_scale"], settings["temperature"]
 
     def tokenizer_choices(self) -> list[TokenizerChoice]:
         """Every loaded tokenizer, the main one first."""
@@ -367,6 +436,7 @@ class DemoPipeline:
         for slot, model in models.generators.items():
             parts.append(f"{GENERATOR_LABELS[slot]} {_count_parameters(model) / 1e6:.2f}M params")
         parts.append(f"{models.num_classes} classes" if models.generators else "no generator loaded")
+        parts += [f"⚠ {warning}" for warning in models.warnings]
         return " · ".join(parts)
 
     def work_dir(self) -> Path:
@@ -422,13 +492,18 @@ class DemoPipeline:
         return (check_int("decoder steps", settings["steps"], 1, self.limits.max_decode_steps),
                 check_float("decoder CFG", settings["cfg"], 0.0, self.limits.max_cfg))
 
-    def _image_tensor(self, tokenizer: Any, image: Any, name: str) -> Tensor:
-        """A path / bytes / PIL image -> (1, 3, S, S) in [-1, 1] on the tokenizer's device."""
-        from tokenizer.images import load_image, pil_to_tensor
+    def _image_tensor(self, tokenizer: Any, image: Any, name: str, notes: list[str] | None = None) -> Tensor:
+        """A path / bytes / PIL image -> (1, 3, S, S) in [-1, 1] on the tokenizer's device; what was done
+        to the picture on the way (transparency flattened on white) is appended to ``notes``."""
+        from tokenizer.images import FLATTENED_ON_WHITE, load_image, pil_to_tensor
 
         if image is None or (isinstance(image, str) and not image.strip()):
             raise ValueError(f"{name}: upload an image or pick an example")
-        picture = load_image(image, max_pixels=self.limits.max_image_pixels, exif_transpose=True)
+        # Messages name the file, not where the server keeps its uploads.
+        label = f"{name} ({Path(image).name})" if isinstance(image, (str, Path)) else name
+        picture = load_image(image, max_pixels=self.limits.max_image_pixels, exif_transpose=True, name=label)
+        if notes is not None and picture.info.get(FLATTENED_ON_WHITE):
+            notes.append(f"{name} has transparent areas: they were flattened on white")
         tensor = pil_to_tensor(picture, tokenizer.config.image_size, train=False)
         return tensor[None].to(device=tokenizer.device, dtype=next(tokenizer.parameters()).dtype)
 
@@ -451,12 +526,12 @@ class DemoPipeline:
 
     # ------------------------------------------------------------------ Generate
     def generate(self, classes: Sequence[int | str], generator: str = "MaskGIT", samples_per_class: int = 1,
-                 steps: int = 8, cfg: float = 2.0, temperature: float = 1.0, seed: int = 0,
+                 steps: int | None = None, cfg: float | None = None, temperature: float | None = None, seed: int = 0,
                  decode_steps: int | None = None, decode_cfg: float | None = None,
                  progress: ProgressFn | None = None) -> GenerationResult:
         """Class ids or names -> generated images (class by class, samples_per_class each).
 
-        Decoder settings left None come from the tokenizer's saved defaults (as everywhere here).
+        Generator and decoder settings left None come from the models' saved defaults (as everywhere here).
         """
         from tokenizer.images import make_grid_image
 
@@ -468,6 +543,8 @@ class DemoPipeline:
         if len(class_ids) * per_class > self.limits.max_batch:
             raise ValueError(f"{len(class_ids)} classes × {per_class} samples = {len(class_ids) * per_class} "
                              f"images; at most {self.limits.max_batch} per request (limits.max_batch)")
+        steps, cfg, temperature = (saved if value is None else value for value, saved in
+                                   zip((steps, cfg, temperature), self.generator_defaults(generator)))
         steps = check_int("generator steps", steps, 1, self.limits.max_generator_steps)
         cfg = check_float("generator CFG", cfg, 0.0, self.limits.max_cfg)
         temperature = check_float("temperature", temperature, 0.0, self.limits.max_temperature, low_inclusive=False)
@@ -490,12 +567,26 @@ class DemoPipeline:
                                      progress=report)
         images = self._decode(models.tokenizer, indices, decode_steps, decode_cfg, seed, progress, (0.3, 1.0))
         labels = [models.class_names[c] for c in ids.tolist()]
-        nrow = per_class if len(class_ids) > 1 else min(per_class, 8)
+        nrow = generation_columns(len(class_ids), per_class)
+        files = self._save_generation(images, indices.cpu(), ids.tolist(), labels, nrow)
         return GenerationResult(
             images=images, indices=indices.cpu(), class_ids=ids.tolist(), labels=labels,
             grid=make_grid_image(for_display(images), nrow=nrow, labels=labels),
             token_map=self._token_map(models.tokenizer, indices.cpu(), nrow, labels),
-            seconds=time.perf_counter() - start)
+            seconds=time.perf_counter() - start, files=files)
+
+    def _save_generation(self, images: Tensor, indices: Tensor, class_ids: list[int], labels: list[str],
+                         nrow: int) -> list[str]:
+        """The downloads of one request, in a folder of its own: the images at their own size (the grid
+        ``generator.sample out=`` writes) and their token indices with class ids (its ``save_indices=``)."""
+        from generator.sample import save_indices
+        from tokenizer.images import save_image_grid
+
+        root = self.work_dir() / "generate"
+        root.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(dir=root))
+        return [str(save_image_grid(images, folder / "samples.png", nrow=nrow, labels=labels)),
+                str(save_indices(folder / "indices.safetensors", indices, class_ids))]
 
     def _token_map(self, tokenizer: Any, indices: Tensor, nrow: int, labels: list[str]) -> Image.Image:
         from tokenizer.images import make_grid_image
@@ -518,16 +609,17 @@ class DemoPipeline:
                 names = self._models.class_names
                 if not names:
                     raise ValueError("no generator is loaded, so there are no classes to match prompts against")
-                vocabulary = None
-                for builtin, count in (("digits", 10), ("imagenet", 1000)):
-                    if len(names) == count:
-                        candidate = ClassVocabulary.builtin(builtin)
-                        if list(candidate.class_names) == list(names):
-                            vocabulary = candidate
-                if vocabulary is None:
-                    vocabulary = ClassVocabulary.for_class_names(names, cache_dir=self.work_dir() / "vocab")
-                self._vocabulary = vocabulary
+                self._vocabulary = ClassVocabulary.for_class_names(names, cache_dir=self.work_dir() / "vocab")
             return self._vocabulary
+
+    def classes_for_prompt(self, prompt: str) -> list[int]:
+        """Every class a prompt names, in order ("a seven and a three" -> [7, 3]): the matcher
+        ``generator.sample prompt=...`` uses (NoMatchError / PromptError on bad text)."""
+        return self.vocabulary().classes_for_prompt(prompt)
+
+    def example_prompt(self) -> str | None:
+        """A prompt naming loaded classes, for hints ("a seven and a three"); None without a generator."""
+        return self.vocabulary().example_prompt if self._models.class_names else None
 
     def match_prompt(self, prompt: str, top_k: int = 5) -> list[tuple[int, str, float]]:
         """Free text -> [(class_id, name, score)] best first (NoMatchError / PromptError on bad text)."""
@@ -564,7 +656,8 @@ class DemoPipeline:
         flowmo = models.tokenizers[name]
         decode_steps, decode_cfg = self._check_decode(flowmo, decode_steps, decode_cfg)
         seed = check_int("seed", seed, 0, 2**63 - 1)
-        original = self._image_tensor(flowmo, image, "image")
+        notes: list[str] = []
+        original = self._image_tensor(flowmo, image, "image", notes)
         if progress is not None:
             progress(0.0, "encoding")
         with torch.inference_mode():
@@ -588,7 +681,7 @@ class DemoPipeline:
                                        labels=["original", "reconstruction"]),
             token_map=self._token_map(flowmo, indices.cpu(), 1, ["tokens"]),
             tokenizer=TOKENIZER_DOMAINS[name].label, decode_steps=decode_steps, decode_cfg=decode_cfg,
-            decode_ms=decode_ms)
+            decode_ms=decode_ms, notes=notes)
 
     # ------------------------------------------------------------------ Tokens
     def edit_tokens(self, image_a: Any, image_b: Any = None, operation: str = "swap", start: int = 0,
@@ -638,8 +731,8 @@ class DemoPipeline:
                                token_map=self._token_map(models.tokenizer, edited, len(labels), labels))
 
     # ------------------------------------------------------------------ Evaluate
-    def evaluate(self, num_samples: int = 50, generator: str = "MaskGIT", steps: int = 8, cfg: float = 2.0,
-                 temperature: float = 1.0, decode_steps: int | None = None, decode_cfg: float | None = None,
+    def evaluate(self, num_samples: int = 50, generator: str = "MaskGIT", steps: int | None = None,
+                 cfg: float | None = None, temperature: float | None = None, decode_steps: int | None = None, decode_cfg: float | None = None,
                  seed: int = 0, progress: ProgressFn | None = None) -> EvaluationResult:
         """A small gFID run (FID, IS, precision/recall) through the project's harness.
 
@@ -654,37 +747,54 @@ class DemoPipeline:
         models = self._models
         slot = self._generator_slot(models, generator)
         num_samples = check_int("number of samples", num_samples, MIN_EVAL_SAMPLES, self.limits.max_eval_samples)
+        steps, cfg, temperature = (saved if value is None else value for value, saved in
+                                   zip((steps, cfg, temperature), self.generator_defaults(generator)))
         steps = check_int("generator steps", steps, 1, self.limits.max_generator_steps)
         cfg = check_float("generator CFG", cfg, 0.0, self.limits.max_cfg)
         temperature = check_float("temperature", temperature, 0.0, self.limits.max_temperature, low_inclusive=False)
         seed = check_int("seed", seed, 0, 2**63 - 1)
         decode_steps, decode_cfg = self._check_decode(models.tokenizer, decode_steps, decode_cfg)
         reference = self._eval_reference(models)
+        features = self._eval_features(models)
         gen_kwargs = {"num_steps": steps, "cfg_scale": cfg, "temperature": temperature}
         dec_kwargs = {"steps": decode_steps, "cfg": decode_cfg}
         run_settings = {"generator": models.generator_sources[slot], "tokenizer": models.tokenizer_source,
                         "generate": gen_kwargs, "decode": dec_kwargs, "dtype": self.settings.dtype,
-                        "reference": reference if isinstance(reference, dict) else str(reference)}
+                        "reference": reference if isinstance(reference, dict) else str(reference),
+                        "features": features.tag}
         key = hashlib.sha256(json.dumps([run_settings, num_samples, seed], sort_keys=True).encode()).hexdigest()[:16]
         out_dir = self.work_dir() / "eval" / f"{slot}-n{num_samples}-{key}"
         sample_fn = make_sample_fn(models.generators[slot], models.tokenizer, gen_kwargs, dec_kwargs)
 
-        def sample(class_ids: Tensor, seeds: Tensor) -> Tensor:
+        def sample(class_ids: Tensor, seeds: Tensor) -> tuple[Tensor, Tensor]:
             with torch.inference_mode():
                 return sample_fn(class_ids, seeds)
 
+        def real_sets(image_size: int) -> Any:
+            from generator.memorization import load_real_sets
+
+            return load_real_sets(reference, image_size, tokenizer=models.tokenizer)
+
         report = run_gfid(
             sample, num_samples=num_samples, num_classes=models.num_classes, out_dir=out_dir, reference=reference,
-            inception_weights=self.settings.inception_weights, allow_random=self.settings.allow_random_inception,
+            features=features, memorization=real_sets if isinstance(reference, dict) else None,
             shard_size=max(self.limits.max_batch, 1), batch_size=self.limits.max_batch, seed=seed,
             class_names=models.class_names, settings=run_settings, reference_split=self.settings.eval_reference_split,
             max_reference_images=self.settings.eval_max_reference_images, cache_dir=self.work_dir() / "gfid-cache",
             write_npz=False, progress=progress, verbose=False)
         from generator.gfid import UNCALIBRATED
 
-        shown = {key: label for key, label in EVAL_METRIC_LABELS.items() if key in report.metrics}
+        from generator.memorization import MEMORIZATION_LABELS
+        from tokenizer.feature_spaces import metric_label
+
+        shown = {key: metric_label(label, report.feature_space) for key, label in EVAL_METRIC_LABELS.items()
+                 if key in report.metrics}
         mark = "" if report.calibrated else f" {UNCALIBRATED}"
         rows = [[label, f"{report.metrics[key]:.4g}{mark}"] for key, label in shown.items()]
+        for key, (label, real_key) in MEMORIZATION_LABELS.items():
+            if key in report.memorization:
+                real = f" (real data {report.memorization[real_key]:.4g})" if real_key else ""
+                rows.append([label, f"{report.memorization[key]:.4g}{real}"])
         rows.append(["samples", str(report.num_samples)])
         rows.append(["reference", report.reference])
         rows.append(["wall time (s)", f"{report.wall_seconds:.1f}"])
@@ -695,6 +805,16 @@ class DemoPipeline:
                                 num_samples=report.num_samples, seconds=report.wall_seconds, rows=rows, plot=plot,
                                 grid=Image.open(grid_path).convert("RGB") if grid_path else None,
                                 out_dir=str(out_dir), summary=report.summary())
+
+    def _eval_features(self, models: LoadedModels) -> Any:
+        """The configured classifier, the embedded digits classifier for digits models, else Inception-v3."""
+        from tokenizer.feature_spaces import resolve_feature_space
+
+        classifier = self.settings.feature_classifier
+        if classifier is None and models.class_names == DIGIT_CLASS_NAMES:
+            classifier = str(DEFAULT_WEIGHTS_DIR / DIGITS_CLASSIFIER_DIR)
+        return resolve_feature_space(self.settings.features, classifier=classifier, inception_weights=self.settings.inception_weights,
+                                     allow_random=self.settings.allow_random_inception)
 
     def _eval_reference(self, models: LoadedModels) -> str | dict[str, Any]:
         """The configured reference, or the digits dataset when the loaded classes are the digits."""

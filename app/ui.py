@@ -25,9 +25,9 @@ PRESET_CHOICES = ["", "flowmo_lo", "flowmo_hi"]
 class SamplingDefaults:
     """Initial slider values (``sampling.*`` in configs/app.yaml): small enough for a laptop CPU."""
 
-    generator_steps: int = 8
-    cfg: float = 2.0
-    temperature: float = 1.0
+    generator_steps: int | None = None  # None: the selected generator's saved default (its config.sampling)
+    cfg: float | None = None
+    temperature: float | None = None
     decode_steps: int | None = None  # None: the tokenizer's saved default (its config.decode)
     decode_cfg: float | None = None
     samples_per_class: int = 2
@@ -36,6 +36,11 @@ class SamplingDefaults:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "SamplingDefaults":
         return cls(**dict(values or {}))
+
+    def generator(self, saved: tuple[int, float, float]) -> tuple[int, float, float]:
+        """Generator slider values: the configured numbers, else the generator's saved (steps, cfg, temperature)."""
+        return tuple(saved[i] if value is None else value
+                     for i, value in enumerate((self.generator_steps, self.cfg, self.temperature)))
 
     def decoder(self, tokenizer: TokenizerChoice) -> tuple[int, float]:
         """Decoder slider values for a tokenizer: the configured numbers, else its saved defaults."""
@@ -76,8 +81,9 @@ def _path(file: Any) -> Any:
 
 
 def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
-               model_picker: bool = True) -> gr.Blocks:
-    """The four tabs (Generate, Reconstruct, Tokens, Evaluate) plus the model picker and status line."""
+               model_picker: bool = False) -> gr.Blocks:
+    """The four tabs (Generate, Reconstruct, Tokens, Evaluate) and the status line; ``model_picker``
+    adds a panel where any client loads models from ``settings.model_dirs`` for every user."""
     d = defaults or SamplingDefaults()
     limits = pipeline.limits
     main = pipeline.tokenizer_choice()  # the generators' tokenizer; Reconstruct may pick another
@@ -97,7 +103,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
         status = pipeline.reload(tokenizer.strip() or None, preset or None, maskgit.strip() or None,
                                  ar.strip() or None)
         names, generators = pipeline.class_names, pipeline.generator_names
-        return (status, gr.Dropdown(choices=names, value=names[:1]),
+        return (status, prompt_box(), gr.Dropdown(choices=names, value=names[:1]),
                 gr.Dropdown(choices=generators, value=generators[0] if generators else None),
                 gr.Dropdown(choices=generators, value=generators[0] if generators else None), tokenizer_radio())
 
@@ -112,21 +118,28 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
     def pick_example(tokenizer: str, event: gr.SelectData):
         return pipeline.tokenizer_choice(tokenizer).examples[event.index]
 
+    def prompt_box() -> gr.Textbox:
+        """The prompt input, its hint naming classes of the loaded generator."""
+        example = pipeline.example_prompt()
+        return gr.Textbox(label="Prompt", placeholder=f"e.g. {example!r}" if example else "load a generator first")
+
     @user_errors
     def match_prompt(prompt: str):
+        names = pipeline.class_names
+        selected = [names[c] for c in pipeline.classes_for_prompt(prompt)]
+        # Every class the prompt names is selected; the table shows the closest classes to correct it.
         matches = pipeline.match_prompt(prompt, top_k=5)
-        # The best match is selected; the table shows the runners-up so the user can correct it.
-        return ([matches[0][1]],
-                [[name, class_id, round(score, 3)] for class_id, name, score in matches])
+        return selected, [[name, class_id, round(score, 3)] for class_id, name, score in matches]
 
     @user_errors
     def generate(classes, generator, samples_per_class, steps, cfg, temperature, seed, decode_steps, decode_cfg,
                  progress=gr.Progress()):
         result = pipeline.generate(classes, generator, samples_per_class, steps, cfg, temperature, seed,
                                    decode_steps, decode_cfg, progress=_progress_callback(progress))
-        info = (f"{len(result.labels)} images in {result.seconds:.1f} s · {generator}, {steps} steps, "
+        maskgit_steps = f", {steps} steps" if str(generator).strip().lower() == "maskgit" else ""
+        info = (f"{len(result.labels)} images in {result.seconds:.1f} s · {generator}{maskgit_steps}, "
                 f"CFG {cfg}, temperature {temperature}, seed {seed} · decoder {decode_steps} steps, CFG {decode_cfg}")
-        return result.grid, result.token_map, info
+        return result.grid, result.token_map, result.files, info
 
     @user_errors
     def reconstruct(file, decode_steps, decode_cfg, seed, tokenizer, progress=gr.Progress()):
@@ -149,12 +162,17 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
         return result.rows, result.plot, result.grid, result.summary
 
     # ------------------------------------------------------------------ layout
+    def generator_values(name: str | None) -> tuple[int, float, float]:
+        return d.generator(pipeline.generator_defaults(name) if name else (8, 1.0, 1.0))
+
     def generator_sliders() -> tuple[gr.Slider, gr.Slider, gr.Slider]:
-        """The generator's sampling controls (steps, CFG, temperature), the same on every tab that samples."""
-        return (gr.Slider(1, limits.max_generator_steps, value=d.generator_steps, step=1,
-                          label="Generator steps (MaskGIT)"),
-                gr.Slider(0, limits.max_cfg, value=d.cfg, step=0.1, label="Generator CFG"),
-                gr.Slider(0.05, limits.max_temperature, value=d.temperature, step=0.05, label="Temperature"))
+        """The generator's sampling controls (steps, CFG, temperature), the same on every tab that samples;
+        they start at the first generator's saved defaults and follow the generator picked."""
+        steps, cfg, temperature = generator_values(pipeline.generator_names[0] if pipeline.generator_names else None)
+        return (gr.Slider(1, limits.max_generator_steps, value=steps, step=1, label="Generator steps",
+                          info="MaskGIT refinement steps; AR always takes one step per token"),
+                gr.Slider(0, limits.max_cfg, value=cfg, step=0.1, label="Generator CFG"),
+                gr.Slider(0.05, limits.max_temperature, value=temperature, step=0.05, label="Temperature"))
 
     def decoder_sliders() -> tuple[gr.Slider, gr.Slider]:
         """The main tokenizer's sampling controls, the same on every tab that decodes."""
@@ -168,7 +186,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
         gr.Markdown(f"## {TITLE}")
         status = gr.Markdown(pipeline.status(), elem_id="status")
         if model_picker:
-            with gr.Accordion("Models", open=False):
+            with gr.Accordion("Models (loading replaces them for everyone using this server)", open=False):
                 with gr.Row():
                     tokenizer_path = gr.Textbox(label="FlowMo checkpoint",
                                                 placeholder="empty: embedded digits models; a dir or released .pth")
@@ -181,7 +199,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        prompt = gr.Textbox(label="Prompt", placeholder="e.g. 'a seven' or 'a golden retriever'")
+                        prompt = prompt_box()
                         match_button = gr.Button("Match prompt to classes")
                         matches = gr.Dataframe(headers=["class", "id", "score"], label="Closest classes",
                                                interactive=False)
@@ -198,6 +216,8 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                     with gr.Column(scale=2):
                         gen_images = gr.Image(label="Images", type="pil", format="png")
                         gen_tokens = gr.Image(label="Token indices", type="pil", format="png")
+                        gen_files = gr.File(label="Downloads: images at their own size, token indices",
+                                            file_count="multiple", interactive=False)
                         gen_info = gr.Markdown()
 
             with gr.Tab("Reconstruct", id="reconstruct"):
@@ -245,8 +265,10 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
             with gr.Tab("Evaluate", id="evaluate"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        gr.Markdown("gFID / IS / precision / recall on a few samples. Without Inception weights "
-                                    "(`evaluate.inception_weights=`) the numbers are UNCALIBRATED smoke values.")
+                        gr.Markdown("gFID / IS / precision / recall on a few samples, with memorization and "
+                                    "diversity beside real data. Digits models are scored in the features of the "
+                                    "project's digits classifier (not comparable with ImageNet FIDs); other models "
+                                    "with Inception-v3, UNCALIBRATED without `evaluate.inception_weights=`.")
                         ev_samples = gr.Slider(10, limits.max_eval_samples, value=min(d.eval_samples,
                                                                                        limits.max_eval_samples),
                                                step=1, label="Samples")
@@ -267,13 +289,15 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
         rec_choice.input(select_tokenizer, [rec_choice], rec_outputs, api_name="select_tokenizer")
         if model_picker:
             load_button.click(load_models, [tokenizer_path, preset, maskgit_path, ar_path],
-                              [status, classes, gen_choice, ev_gen, rec_choice], api_name="load_models",
+                              [status, prompt, classes, gen_choice, ev_gen, rec_choice], api_name="load_models",
                               concurrency_limit=1).then(select_tokenizer, [rec_choice], rec_outputs,
                                                         api_visibility="private")
+        for picker, sliders in ((gen_choice, [steps, cfg, temperature]), (ev_gen, [ev_steps, ev_cfg, ev_temperature])):
+            picker.input(generator_values, [picker], sliders, api_visibility="private")
         match_button.click(match_prompt, [prompt], [classes, matches], api_name="match_prompt")
         prompt.submit(match_prompt, [prompt], [classes, matches], api_visibility="private")
         gen_button.click(generate, [classes, gen_choice, samples, steps, cfg, temperature, seed, dec_steps, dec_cfg],
-                         [gen_images, gen_tokens, gen_info], api_name="generate")
+                         [gen_images, gen_tokens, gen_files, gen_info], api_name="generate")
         rec_examples.select(pick_example, [rec_choice], [rec_file], api_visibility="private")
         rec_button.click(reconstruct, [rec_file, rec_steps, rec_cfg, rec_seed, rec_choice],
                          [rec_images, rec_tokens, rec_metrics], api_name="reconstruct")
@@ -291,9 +315,15 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860,
            queue_size: int = 64, max_upload_mb: int = 25, share: bool = False, open_browser: bool = False,
            block: bool = True) -> str:
     """Queue (with a concurrency limit: model calls share the CPU/GPU) and serve; returns the local URL."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request Gradio makes to itself
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     # The example gallery hands its files to the image input, wherever the server was started from.
-    _, url, _ = demo.launch(server_name=host, server_port=port, share=share, inbrowser=open_browser,
-                            prevent_thread_lock=not block, max_file_size=f"{max_upload_mb}mb", ssr_mode=False,
-                            quiet=not block, footer_links=["api"], allowed_paths=[str(EXAMPLES_DIR)])
+    # quiet: Gradio's own lines would tell the user to set `share=True` in launch(); ours name share=true.
+    _, url, share_url = demo.launch(server_name=host, server_port=port, share=share, inbrowser=open_browser,
+                                    prevent_thread_lock=True, max_file_size=f"{max_upload_mb}mb", ssr_mode=False,
+                                    quiet=True, footer_links=["api"], allowed_paths=[str(EXAMPLES_DIR)])
+    print(f"serving the demo at {url} (open it in a browser)"
+          + (f"; public link {share_url}" if share_url else "; share=true makes a public link"), flush=True)
+    if block:
+        demo.block_thread()
     return url

@@ -9,13 +9,13 @@ Prints a markdown table: tokens/s and images/s per setting, with the hardware li
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from generator import ARTransformer, GeneratorConfig, MaskGIT
 
 from hardware import describe  # benchmarks/hardware.py, beside this script
+from timing import timed
 
 SIZES = {  # width, depth, heads
     "tiny": (64, 2, 2),
@@ -25,16 +25,12 @@ SIZES = {  # width, depth, heads
 }
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
+def generation_seconds(model: torch.nn.Module, batch: int, cfg: float, repeats: int, **kwargs) -> float:
+    """Median seconds of one ``model.generate`` call for ``batch`` class ids (seeded, after a warm-up)."""
+    device = model.device
+    class_ids = torch.arange(batch) % model.num_classes
+    return timed(lambda: model.generate(class_ids, cfg_scale=cfg, generator=torch.Generator(device).manual_seed(0),
+                                        **kwargs), device, repeats)
 
 
 def main() -> None:
@@ -64,10 +60,7 @@ def main() -> None:
             models[kind] = cls(GeneratorConfig(model=kind, **common)).to(device, dtype).eval()
             models[kind].set_attention_backend(args.backend)
         model = models[kind]
-        class_ids = torch.arange(args.batch) % 1000
-        seconds = timed(lambda: model.generate(class_ids, cfg_scale=args.cfg,
-                                               generator=torch.Generator(device).manual_seed(0), **kwargs),
-                        args.repeats)
+        seconds = generation_seconds(model, args.batch, args.cfg, args.repeats, **kwargs)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         rows.append((kind, f"{params:.1f} M", label, args.batch * args.seq_len / seconds, args.batch / seconds))
     print(f"\nhardware: {describe()}; dtype {args.dtype}; batch {args.batch}; cfg {args.cfg}; "

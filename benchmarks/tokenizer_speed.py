@@ -10,8 +10,6 @@ Euler steps, guidance batched inside its interval), which dominates the cost.
 from __future__ import annotations
 
 import argparse
-import resource
-import time
 from contextlib import nullcontext
 
 import torch
@@ -19,35 +17,25 @@ import torch
 from tokenizer import FlowMo, FlowMoConfig
 
 from hardware import describe  # benchmarks/hardware.py, beside this script
+from timing import peak_memory_kind, peak_memory_mib, reset_peak, timed
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_mib(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f} (allocated)"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} (process RSS)"
-
-
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def measure(model: FlowMo, images: torch.Tensor, steps: int, cfg: float, repeats: int,
+            dtype: str = "fp32") -> dict[str, tuple[float, float]]:
+    """{"encode" | "decode": (median seconds per batch, peak memory MiB)} under autocast ``dtype``."""
+    device = images.device
+    autocast = torch.autocast(device.type, dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
+    results = {}
+    with torch.inference_mode(), autocast:
+        indices = model.tokenize(images)
+        for name, fn in (("encode", lambda: model.tokenize(images)),
+                         ("decode", lambda: model.decode(indices, steps=steps, cfg=cfg))):
+            reset_peak(device)
+            seconds = timed(fn, device, repeats)
+            results[name] = (seconds, peak_memory_mib(device))
+    return results
 
 
 def main() -> None:
@@ -68,28 +56,19 @@ def main() -> None:
     model = FlowMo(config).to(device).eval()
     if args.compile:
         model.compile()
-    autocast = (torch.autocast(device.type, dtype=DTYPES[args.dtype]) if args.dtype != "fp32" else nullcontext())
     images = torch.rand(args.batch_size, 3, config.image_size, config.image_size, device=device) * 2 - 1
-
-    with torch.inference_mode(), autocast:
-        indices = model.tokenize(images)
-        reset_peak(device)
-        encode_s = timed(lambda: model.tokenize(images), device, args.repeats)
-        encode_mem = peak_memory_mib(device)
-        reset_peak(device)
-        decode_s = timed(lambda: model.decode(indices, steps=args.steps, cfg=args.cfg), device, args.repeats)
-        decode_mem = peak_memory_mib(device)
+    results = measure(model, images, args.steps, args.cfg, args.repeats, args.dtype)
 
     params = sum(p.numel() for p in model.parameters())
     print(f"FlowMo {args.preset} ({params / 1e6:,.1f} M params, {config.image_size}px, "
           f"{config.bits_per_pixel:.4f} BPP) on {device} [{describe(device)}]")
     print(f"dtype {args.dtype}, batch {args.batch_size}, decoder steps {args.steps}, cfg {args.cfg}, "
           f"compile {args.compile}, median of {args.repeats}")
-    header = f"| {'path':<8} | {'images/s':>10} | {'s/image':>9} | {'peak memory MiB':>24} |"
+    header = f"| {'path':<8} | {'images/s':>10} | {'s/image':>9} | {'peak MiB (' + peak_memory_kind(device) + ')':>24} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for name, seconds, memory in (("encode", encode_s, encode_mem), ("decode", decode_s, decode_mem)):
-        print(f"| {name:<8} | {args.batch_size / seconds:>10.2f} | {seconds / args.batch_size:>9.4f} | {memory:>24} |")
+    for name, (seconds, memory) in results.items():
+        print(f"| {name:<8} | {args.batch_size / seconds:>10.2f} | {seconds / args.batch_size:>9.4f} | {memory:>24,.0f} |")
 
 
 if __name__ == "__main__":

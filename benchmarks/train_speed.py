@@ -25,6 +25,7 @@ from tokenizer import FlowMo, FlowMoConfig  # noqa: E402
 from tokenizer.losses import LossWeights, freeze, stage1a_losses, stage1b_losses  # noqa: E402
 
 from hardware import describe  # benchmarks/hardware.py, beside this script
+from timing import reset_peak, sync
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -72,15 +73,12 @@ def bench(stage: str, config: FlowMoConfig, args: argparse.Namespace, device: to
         optimizer.zero_grad(set_to_none=True)
 
     step()  # warm-up (allocator, kernels)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak(device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     elapsed = time.perf_counter() - start
     return {"stage": stage, "steps_per_s": args.steps / elapsed, "images_per_s": args.steps * args.batch / elapsed,
             "peak_mb": peak_memory_mb(device, rss_before)}

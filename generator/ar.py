@@ -88,18 +88,21 @@ class ARTransformer(GeneratorModel):
         return self.head(self.transformer(x, self.positions[position + 1: position + 2], cache)[:, -1])
 
     @torch.no_grad()
-    def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None, cfg_scale: float = 1.0,
-                 temperature: float = 1.0, generator: RandomSource = None, *,
-                 top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
+    def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None,
+                 cfg_scale: float | None = None, temperature: float | None = None, generator: RandomSource = None,
+                 *, top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
                  progress: Callable[[int, int], None] | None = None) -> Tensor:
         """Sample N tokens one at a time -> indices (B, N) int64.
 
         ``num_steps`` is ignored (an AR model always takes N steps; the argument exists so both
         generators share one signature). With ``cfg_scale`` != 1 the conditional and NULL-class
         rows run stacked in one batch and logits mix as u + s (c - u); then ``top_k`` / ``top_p``
-        filtering and sampling at ``temperature``. ``progress(i, N)`` is called after each token.
+        filtering and sampling at ``temperature``. Unset options come from ``config.sampling``;
+        ``top_k=0`` / ``top_p=1`` switch a saved filter off. ``progress(i, N)`` is called after each token.
         """
-        del num_steps
+        settings = self.sampling_settings(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
+        cfg_scale, temperature = settings["cfg_scale"], settings["temperature"]
+        top_k, top_p = settings["top_k"], settings["top_p"]
         ids = self.class_id_tensor(class_ids)
         batch = ids.shape[0]
         guided = cfg_scale != 1.0

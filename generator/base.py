@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -102,11 +103,40 @@ class GeneratorModel(nn.Module):
             raise ValueError(f"tokenizer architecture_hash {tokenizer_config.architecture_hash()} differs from "
                              f"{expected}, the one this generator was trained on")
 
+    def other_tokenizer_warning(self, tokenizer: Any) -> str | None:
+        """A warning when ``tokenizer`` (a FlowMo) is not the one whose tokens this generator learnt.
+
+        Same architecture but other weights passes :meth:`check_tokenizer` and decodes noise, so the
+        encoder fingerprint recorded at training time is compared too. None when it matches or when
+        nothing was recorded (generators trained before the fingerprint existed).
+        """
+        from .tokens import encoder_fingerprint
+
+        expected = self.config.tokenizer_fingerprint
+        if expected is None:
+            return None
+        actual = encoder_fingerprint(tokenizer)
+        if actual == expected:
+            return None
+        return (f"WARNING: this generator was trained on the tokens of another tokenizer (encoder fingerprint "
+                f"{expected}, the loaded one has {actual}): its images will be noise. Load the tokenizer it "
+                "was trained with (or its Stage-1B run, which keeps the encoder)")
+
     # ------------------------------------------------------------------ generation (subclasses)
-    def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None, cfg_scale: float = 1.0,
-                 temperature: float = 1.0, generator: RandomSource = None, **extra: Any) -> Tensor:
-        """Class ids (B,) -> token indices (B, N) int64. ``generator``: None, one torch.Generator, or
-        one per class id (each sample then depends on its own generator only)."""
+    def sampling_settings(self, **overrides: Any) -> dict[str, Any]:
+        """The sampling options ``generate`` uses: each given value, else the saved ``config.sampling``."""
+        defaults = dataclasses.asdict(self.config.sampling)
+        unknown = sorted(set(overrides) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown sampling option(s) {unknown}; known: {sorted(defaults)}")
+        return {key: defaults[key] if overrides.get(key) is None else overrides[key] for key in defaults}
+
+    def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None,
+                 cfg_scale: float | None = None, temperature: float | None = None, generator: RandomSource = None,
+                 **extra: Any) -> Tensor:
+        """Class ids (B,) -> token indices (B, N) int64. Unset options come from ``config.sampling``.
+        ``generator``: None, one torch.Generator, or one per class id (each sample then depends on its
+        own generator only)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ persistence

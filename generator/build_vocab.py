@@ -78,7 +78,6 @@ def check_vocabulary(vocab: ClassVocabulary, model_path: Path) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="build_vocab")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
     from hydra.utils import to_absolute_path
 
     synset_names = to_absolute_path(cfg.synset_names) if cfg.synset_names else None
@@ -88,8 +87,10 @@ def main(cfg: DictConfig) -> None:
     name, classes, settings = class_source(spec, synset_names)
     if cfg.out_dir:
         out_dir = Path(to_absolute_path(cfg.out_dir))
+    elif name != "folder":
+        out_dir = VOCAB_DIR
     else:
-        out_dir = VOCAB_DIR if name != "folder" else Path(HydraConfig.get().runtime.output_dir)
+        raise ValueError("classes=folder:... writes a new vocabulary: say where with out_dir=<folder>")
     model_path = out_dir / f"{name}.model"
     vocab = build_vocabulary(name, classes, settings)
     if cfg.check:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from tokenizer.config import dataclass_from_dict
+
+from .sampling import GUIDANCE_SCHEDULES
 
 # Bumped whenever a code change alters what a given state dict computes.
 FORMAT_VERSION = 1
@@ -21,6 +23,40 @@ NORMS = ("rmsnorm", "layernorm")
 POSITIONS = ("rope", "learned")
 MLPS = ("swiglu", "gelu")
 TOKEN_LAYOUTS = ("flat",)  # one position per LFQ sub-token; a factorised head would add "factorized"
+
+
+@dataclass
+class SamplingDefaults:
+    """How ``generate`` samples unless told otherwise; saved with the weights, since the setting that
+    keeps samples both recognisable and diverse is a property of the trained model."""
+
+    num_steps: int | None = None  # MaskGIT decoding steps; None: the model's DEFAULT_STEPS (AR: always N)
+    cfg_scale: float = 1.0
+    temperature: float = 1.0
+    guidance_schedule: str = "constant"  # MaskGIT: constant | linear | cosine (rising from 1 to cfg_scale)
+    choice_temperature: float = 4.5  # MaskGIT: Gumbel noise on confidences, annealed to 0
+    top_k: int | None = None  # AR
+    top_p: float | None = None  # AR
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> ValueError:
+            return ValueError(f"invalid SamplingDefaults: {msg}")
+
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+        if self.num_steps is not None and (not isinstance(self.num_steps, int) or self.num_steps < 1):
+            raise bad(f"num_steps must be a positive integer or null, got {self.num_steps!r}")
+        for name in ("cfg_scale", "temperature", "choice_temperature"):
+            if not number(getattr(self, name)) or getattr(self, name) < 0:
+                raise bad(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+            setattr(self, name, float(getattr(self, name)))
+        if self.guidance_schedule not in GUIDANCE_SCHEDULES:
+            raise bad(f"guidance_schedule={self.guidance_schedule!r}; choose one of {list(GUIDANCE_SCHEDULES)}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise bad(f"top_k must be a positive integer or null, got {self.top_k!r}")
+        if self.top_p is not None and (not number(self.top_p) or not 0 < self.top_p <= 1):
+            raise bad(f"top_p must be in (0, 1] or null, got {self.top_p!r}")
 
 
 @dataclass
@@ -44,10 +80,18 @@ class GeneratorConfig:
     label_smoothing: float = 0.0
     token_layout: str = "flat"
     tokenizer_hash: str | None = None  # FlowMoConfig.architecture_hash() of the tokenizer the tokens came from
+    # generator.tokens.encoder_fingerprint of that tokenizer: its trained weights, not just its shape
+    # (None in generators trained before it was recorded, or on a cache that lacks it)
+    tokenizer_fingerprint: str | None = None
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)  # generate() defaults, not architecture
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (training provenance)
 
     def __post_init__(self) -> None:
         self.class_names = list(self.class_names)
+        if self.sampling is None:
+            self.sampling = SamplingDefaults()
+        elif isinstance(self.sampling, Mapping):
+            self.sampling = dataclass_from_dict(SamplingDefaults, dict(self.sampling))
         self.validate()
 
     @property

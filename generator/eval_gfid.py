@@ -6,14 +6,21 @@ Reads configs/eval_gfid.yaml; the work is ``generator.gfid.run_gfid``. Multi-GPU
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from tokenizer.cli import output_directory, resolve_mixed_precision, user_path
+from tokenizer.cli import (SAMPLING_RULES, check_numbers, feature_space_option, output_directory,
+                           resolve_mixed_precision, user_path)
 
 from .gfid import default_cache_dir, make_sample_fn, run_gfid
+
+OPTION_RULES = {**SAMPLING_RULES, "num_samples": "int >= 1", "num_classes": "int >= 1 or null", "seed": "int >= 0",
+                "shard_size": "int >= 1", "batch_size": "int >= 1", "decoding.steps": "int >= 1 or null",
+                "decoding.cfg": "float >= 0 or null", "max_reference_images": "int >= 1 or null",
+                "feature_batch_size": "int >= 1", "memorization.max_train_images": "int >= 1"}
 
 
 def resolve_reference_option(cfg: DictConfig) -> Any:
@@ -26,6 +33,25 @@ def resolve_reference_option(cfg: DictConfig) -> Any:
     return str(user_path(cfg.reference))
 
 
+def memorization_option(cfg: DictConfig, tokenizer: Any) -> Any:
+    """``memorization.enabled``: None (off), or ``image_size -> RealSets`` from the data config's splits."""
+    from .memorization import load_real_sets
+
+    enabled, mcfg = cfg.memorization.enabled, cfg.memorization
+    if enabled not in ("auto", True, False):
+        raise ValueError(f"memorization.enabled={enabled!r}; choose auto, true or false")
+    has_data = cfg.get("data") is not None
+    if enabled is True and not has_data:
+        raise ValueError("memorization.enabled=true needs a data config (data=...) whose train split the samples "
+                         "are compared with")
+    if enabled is False or not has_data or (enabled == "auto" and str(cfg.reference) != "dataset"):
+        return None
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    cache = str(user_path(mcfg.token_cache)) if mcfg.token_cache else None
+    return lambda image_size: load_real_sets(data_cfg, image_size, tokenizer=tokenizer, token_cache=cache,
+                                             max_train_images=mcfg.max_train_images)
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval_gfid")
 def main(cfg: DictConfig) -> None:
     from accelerate import Accelerator
@@ -33,10 +59,15 @@ def main(cfg: DictConfig) -> None:
     from generator import load_generator
     from tokenizer import load_flowmo
 
+    check_numbers(cfg, OPTION_RULES)
+    features = feature_space_option(cfg)  # missing weights fail before any model is loaded
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     generator_model = load_generator(user_path(cfg.checkpoint)).to(accelerator.device).eval()
     tokenizer = load_flowmo(user_path(cfg.tokenizer.checkpoint), config=cfg.tokenizer.preset)
     tokenizer = tokenizer.to(accelerator.device).eval()
+    mismatch = generator_model.other_tokenizer_warning(tokenizer)
+    if mismatch and accelerator.is_main_process:
+        warnings.warn(mismatch, stacklevel=1)
     sampling = OmegaConf.to_container(cfg.sampling, resolve=True)
     decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
     # The settings actually used (unset ones from the tokenizer's saved defaults): what the plan records.
@@ -64,8 +95,7 @@ def main(cfg: DictConfig) -> None:
     report = run_gfid(
         autocast_sample_fn, num_samples=cfg.num_samples, num_classes=num_classes, out_dir=out_dir,
         reference=resolve_reference_option(cfg),
-        inception_weights=str(user_path(cfg.inception_weights)) if cfg.inception_weights else None,
-        allow_random=cfg.allow_random_weights, shard_size=cfg.shard_size, batch_size=cfg.batch_size,
+        features=features, memorization=memorization_option(cfg, tokenizer), shard_size=cfg.shard_size, batch_size=cfg.batch_size,
         seed=cfg.seed, metrics=list(cfg.metrics), class_names=class_names, settings=settings,
         reference_split=cfg.reference_split, max_reference_images=cfg.max_reference_images,
         cache_dir=str(user_path(cfg.cache_dir)) if cfg.cache_dir else default_cache_dir(),

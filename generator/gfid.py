@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -44,11 +45,16 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tokenizer.cli import loader_workers
+from tokenizer.feature_spaces import INCEPTION_LABEL, FeatureSpace, metric_label
 from tokenizer.fileio import atomic_write
 from tokenizer.images import save_image_grid, tensor_to_uint8
 
-SampleFn = Callable[[Tensor, Tensor], Tensor]
-"""``sample_fn(class_ids (B,) int64, seeds (B,) int64) -> images (B, 3, H, W) float in [-1, 1]``."""
+from .memorization import RealSets, memorization_report
+
+SampleFn = Callable[[Tensor, Tensor], Any]
+"""``sample_fn(class_ids (B,) int64, seeds (B,) int64) -> images (B, 3, H, W) float in [-1, 1]``, or
+``(images, token indices (B, L))``: the tokens are then kept in the shards for copy detection."""
 ProgressFn = Callable[[float, str], Any]
 """``progress(fraction in [0, 1], message)``; the app passes a ``gr.Progress``."""
 
@@ -58,7 +64,9 @@ REPORT_FILE = "report.json"
 GRID_FILE = "grid.png"
 SHARDS_DIR = "shards"
 IMAGES_DIR = "images"
+SAMPLES_NPZ_GLOB = "samples_*x*x*x3.npz"  # samples_{N}x{H}x{W}x3.npz, the ADM layout
 UNCALIBRATED = "UNCALIBRATED (random Inception weights)"
+METRIC_LABELS = {"fid": "gFID", "isc_mean": "IS", "precision": "precision", "recall": "recall", "kid_mean": "KID"}
 # torch-fidelity's metric names -> the short names in our reports.
 _FIDELITY_KEYS = {
     "frechet_inception_distance": "fid",
@@ -175,13 +183,22 @@ class ShardStore:
                     "shards cannot be mixed with this run. Use a new out_dir, or pass overwrite=true to "
                     f"discard them.\nrecorded: {previous}\nrequested: {requested}")
             return
-        if overwrite and self.shards_dir.is_dir():
-            for stale in self.shards_dir.glob("shard_*.npz"):
-                stale.unlink()
+        if overwrite:
+            self.clear()
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
 
+    def clear(self) -> None:
+        """Delete everything a run writes here (plan, shards, PNGs, npz, grid, report); other files stay."""
+        for folder in (self.shards_dir, self.images_dir):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+        for name in (PLAN_FILE, REPORT_FILE, GRID_FILE):
+            (self.out_dir / name).unlink(missing_ok=True)
+        for npz in self.out_dir.glob(SAMPLES_NPZ_GLOB):
+            npz.unlink()
+
     def write(self, shard: int, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-              seeds: np.ndarray) -> None:
+              seeds: np.ndarray, tokens: np.ndarray | None = None) -> None:
         """Write one finished shard: PNGs first, then the ``.npz`` that marks it done."""
         if self.save_png:
             self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -192,13 +209,20 @@ class ShardStore:
 
         def write_npz(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
-                np.savez(handle, images=images, labels=labels, indices=indices, seeds=seeds)
+                extra = {"tokens": tokens} if tokens is not None else {}
+                np.savez(handle, images=images, labels=labels, indices=indices, seeds=seeds, **extra)
 
         atomic_write(self.shard_path(shard), write_npz)
 
     def read(self, shard: int) -> dict[str, np.ndarray]:
         with np.load(self.shard_path(shard)) as data:
             return {key: data[key] for key in data.files}
+
+    def read_all(self) -> dict[str, np.ndarray]:
+        """Every shard's arrays concatenated in sample order (``tokens`` only when every shard has them)."""
+        shards = [self.read(k) for k in range(self.plan.num_shards)]
+        keys = set.intersection(*(set(shard) for shard in shards))
+        return {key: np.concatenate([shard[key] for shard in shards]) for key in keys}
 
     def image_shape(self) -> tuple[int, int]:
         """(H, W) of the stored samples; every shard must agree."""
@@ -245,17 +269,21 @@ def generate_shards(sample_fn: SampleFn, store: ShardStore, *, rank: int = 0, wo
             indices = plan.shard_indices(shard)
             labels = classes_for_samples(indices, plan.num_classes)
             seeds = np.array([sample_seed(plan.seed, i) for i in indices], dtype=np.int64)
-            images = []
+            images, tokens = [], []
             for start in range(0, len(indices), plan.batch_size):
                 batch_labels = labels[start:start + plan.batch_size]
                 batch = sample_fn(torch.from_numpy(batch_labels),
                                   torch.from_numpy(seeds[start:start + plan.batch_size]))
+                if isinstance(batch, tuple):
+                    batch, batch_tokens = batch
+                    tokens.append(batch_tokens.detach().to("cpu", torch.int64).numpy())
                 images.append(tensor_to_uint8(_check_samples(batch, len(batch_labels))).numpy())
                 generated += images[-1].shape[0]
                 bar.update(images[-1].shape[0])
                 if progress is not None:
                     progress(generated / max(total, 1), f"generated {generated}/{total} images")
-            store.write(shard, np.concatenate(images), labels, indices, seeds)
+            store.write(shard, np.concatenate(images), labels, indices, seeds,
+                        np.concatenate(tokens) if tokens else None)
     return generated
 
 
@@ -273,7 +301,7 @@ def _check_samples(images: Tensor, expected: int) -> Tensor:
 def make_sample_fn(generator_model: torch.nn.Module, tokenizer: torch.nn.Module,
                    gen_kwargs: Mapping[str, Any] | None = None,
                    dec_kwargs: Mapping[str, Any] | None = None) -> SampleFn:
-    """Chain ``generator_model.generate`` -> ``tokenizer.decode`` into a ``SampleFn``.
+    """Chain ``generator_model.generate`` -> ``tokenizer.decode`` into a ``SampleFn`` giving (images, tokens).
 
     ``gen_kwargs``: the generator's sampling options (num_steps, cfg_scale, temperature, top_k,
     top_p, cfg_schedule, ...; ``None`` values are left to the model's defaults). ``dec_kwargs``:
@@ -295,14 +323,14 @@ def make_sample_fn(generator_model: torch.nn.Module, tokenizer: torch.nn.Module,
     generator_model.eval()
     tokenizer.eval()
 
-    def sample_fn(class_ids: Tensor, seeds: Tensor) -> Tensor:
+    def sample_fn(class_ids: Tensor, seeds: Tensor) -> tuple[Tensor, Tensor]:
         device = next(generator_model.parameters()).device
         token_rngs = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         indices = generator_model.generate(class_ids.to(device), generator=token_rngs, **gen_kwargs)
         size = tokenizer.config.image_size
         noise = torch.stack([torch.randn(3, size, size, generator=torch.Generator().manual_seed(int(s)))
                              for s in seeds])
-        return tokenizer.decode(indices.to(tokenizer.device), noise=noise, **dec_kwargs)
+        return tokenizer.decode(indices.to(tokenizer.device), noise=noise, **dec_kwargs), indices
 
     return sample_fn
 
@@ -349,13 +377,12 @@ class Reference:
     """What the generated samples are compared with.
 
     ``images``: a folder path or a Dataset of uint8 (3, H, W) tensors (needed for PRC/KID and for
-    FID without statistics); ``cache_name``: torch-fidelity cache key for their features;
-    ``statistics_file``: an .npz with ``mu``/``sigma`` of Inception pool features for FID.
+    FID without statistics); ``statistics_file``: an .npz with ``mu``/``sigma`` of Inception pool
+    features for FID.
     """
 
     description: str
     images: str | torch.utils.data.Dataset | None = None
-    cache_name: str | None = None
     statistics_file: Path | None = None
 
 
@@ -421,7 +448,7 @@ def export_dataset_reference(data_cfg: Mapping[str, Any], *, split: str, image_s
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, picks.tolist()), batch_size=64,
-                                         num_workers=int(data_cfg.get("num_workers") or 0))
+                                         num_workers=loader_workers(data_cfg.get("num_workers")))
     position = 0
     with tqdm(total=count, desc=f"exporting reference {name}", unit="img", disable=not show_progress_bar) as bar:
         for images, _ in loader:
@@ -434,7 +461,7 @@ def export_dataset_reference(data_cfg: Mapping[str, Any], *, split: str, image_s
 
 
 def resolve_reference(reference: str | os.PathLike | Mapping[str, Any], *, image_size: int,
-                      cache_dir: str | os.PathLike, weights_tag: str, split: str = "train",
+                      cache_dir: str | os.PathLike, split: str = "train",
                       max_reference_images: int | None = None, show_progress_bar: bool = True) -> Reference:
     """Turn the user's ``reference`` into a :class:`Reference`.
 
@@ -442,54 +469,47 @@ def resolve_reference(reference: str | os.PathLike | Mapping[str, Any], *, image
     - an ``.npz`` with ``mu``/``sigma`` (e.g. the ADM reference batch, whose ``arr_0`` images, when
       present, serve precision/recall and KID);
     - a dataset config mapping (``tokenizer.data.build_dataset``), exported once to a PNG cache.
-
-    ``weights_tag`` identifies the Inception weights: it is part of every cache name so features
-    computed with other (e.g. random) weights are never reused.
     """
     if isinstance(reference, Mapping):
         folder = export_dataset_reference(reference, split=split, image_size=image_size, cache_dir=cache_dir,
                                           max_images=max_reference_images, show_progress_bar=show_progress_bar)
-        count, digest = _folder_fingerprint(folder)
+        count, _ = _folder_fingerprint(folder)
         return Reference(description=f"dataset {dict(reference)} split {split} ({count} images, {image_size}px)",
-                         images=str(folder), cache_name=f"gfidref-{folder.name}-{digest}-{weights_tag}")
+                         images=str(folder))
     path = Path(reference)
     if not path.exists():
         raise ValueError(f"reference {path} does not exist (an image folder, an .npz with mu/sigma, or a dataset)")
     if path.is_dir():
-        count, digest = _folder_fingerprint(path)
+        count, _ = _folder_fingerprint(path)
         if count == 0:
             raise ValueError(f"reference folder {path} holds no .png/.jpg/.jpeg images")
-        return Reference(description=f"folder {path.resolve()} ({count} images)", images=str(path),
-                         cache_name=f"gfidref-{_slug(str(path.resolve()))}-n{count}-{digest}-{weights_tag}")
+        return Reference(description=f"folder {path.resolve()} ({count} images)", images=str(path))
     if path.suffix == ".npz" and path.is_file():
         from tokenizer.metrics import load_reference_statistics
 
         load_reference_statistics(path)  # fail now on a malformed file, not after generation
         with np.load(path, mmap_mode="r") as data:
             has_images = "arr_0" in data.files
-        stat = path.stat()
-        cache = f"gfidref-{_slug(path.stem)}-{_fingerprint(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}"
         return Reference(description=f"statistics {path.resolve()}" + (" (+ images arr_0)" if has_images else ""),
-                         images=_NpzImages(path) if has_images else None,
-                         cache_name=f"{cache}-{weights_tag}" if has_images else None, statistics_file=path)
+                         images=_NpzImages(path) if has_images else None, statistics_file=path)
     raise ValueError(f"reference={str(reference)!r} is not an image folder, an existing .npz with mu/sigma, "
                      "or a dataset config")
 
 
 # ---------------------------------------------------------------------------- metrics
 def _normalise_metrics(raw: Mapping[str, Any]) -> dict[str, float]:
-    return {_FIDELITY_KEYS.get(k, k): float(v) for k, v in raw.items() if k != "calibrated"}
+    return {_FIDELITY_KEYS.get(k, k): float(v) for k, v in raw.items() if k not in ("calibrated", "feature_space")}
 
 
 def compute_metrics(generated: torch.utils.data.Dataset, reference: Reference, *, metrics: Iterable[str],
-                    inception_weights: str | None, allow_random: bool, batch_size: int = 64,
-                    device: str | torch.device | None = None, verbose: bool = True) -> tuple[dict[str, float], bool]:
-    """FID / IS / PRC / KID of ``generated`` against ``reference`` (tokenizer.metrics -> torch-fidelity).
+                    features: FeatureSpace, batch_size: int = 64, device: str | torch.device | None = None,
+                    verbose: bool = True) -> tuple[dict[str, float], bool]:
+    """FID / IS / PRC / KID of ``generated`` against ``reference`` in ``features`` (via torch-fidelity).
 
     Returns (metrics with short names: fid, isc_mean, isc_std, precision, recall, f_score, kid_mean,
     kid_std; calibrated). With reference statistics, FID compares them with the statistics of the
-    generated Inception pool features; PRC and KID always need reference images. Precision/recall
-    use Inception pool features (as the ADM suite does), not torch-fidelity's VGG default.
+    generated features; PRC and KID always need reference images. Precision/recall use the same
+    features as FID (Inception pool features, as the ADM suite does), not torch-fidelity's VGG default.
     """
     from tokenizer.metrics import compute_fidelity_metrics
 
@@ -502,9 +522,8 @@ def compute_metrics(generated: torch.utils.data.Dataset, reference: Reference, *
         raise ValueError(f"{sorted(paired)} need reference images, but the reference is {reference.description} "
                          "(statistics only); drop them from metrics or give an image folder / dataset")
     raw = compute_fidelity_metrics(
-        generated, reference.images if paired else None, inception_weights=inception_weights,
-        allow_random=allow_random, fid="fid" in wanted, isc="isc" in wanted, prc="prc" in wanted,
-        kid="kid" in wanted, cache_name2=reference.cache_name if paired else None,
+        generated, reference.images if paired else None, features=features, fid="fid" in wanted,
+        isc="isc" in wanted, prc="prc" in wanted, kid="kid" in wanted,
         fid_statistics_file=reference.statistics_file if "fid" in wanted else None,
         batch_size=batch_size, device=device, verbose=verbose)
     return _normalise_metrics(raw), bool(raw["calibrated"])
@@ -528,6 +547,8 @@ class GfidReport:
     wall_seconds: float
     out_dir: str
     files: dict[str, str] = field(default_factory=dict)
+    feature_space: str = INCEPTION_LABEL  # the network behind FID / IS / PRC / KID
+    memorization: dict[str, float] = field(default_factory=dict)  # generator.memorization.memorization_report
 
     @property
     def images_per_second(self) -> float:
@@ -540,41 +561,27 @@ class GfidReport:
         record["uncalibrated_note"] = None if self.calibrated else UNCALIBRATED
         return record
 
-    def summary(self) -> str:
-        """One line: the metrics (each marked UNCALIBRATED when it is), sample count, time, img/s."""
+    def metric_lines(self) -> list[str]:
+        """The fidelity metrics, each named for its feature space and marked UNCALIBRATED when it is."""
         from tokenizer.metrics import format_metric
 
-        names = {"fid": "gFID", "isc_mean": "IS", "precision": "precision", "recall": "recall",
-                 "kid_mean": "KID"}
-        parts = [format_metric(label, self.metrics[key], self.calibrated)
-                 for key, label in names.items() if key in self.metrics]
+        return [format_metric(metric_label(label, self.feature_space), self.metrics[key], self.calibrated)
+                for key, label in METRIC_LABELS.items() if key in self.metrics]
+
+    def summary(self) -> str:
+        """The metrics on one line, then memorization beside real data, then count, time and img/s."""
+        from .memorization import format_memorization
+
         height, width = self.image_size
-        parts.append(f"{self.num_samples} samples {height}x{width} vs {self.reference}")
-        parts.append(f"{self.wall_seconds:.1f} s ({self.images_per_second:.2f} img/s generation)")
-        return " | ".join(parts)
-
-
-def inception_weights_tag(inception_weights: str | os.PathLike | None, allow_random: bool) -> str:
-    """A short name for the Inception weights in cache keys: a content hash, or 'random-inception'.
-
-    Raises :class:`tokenizer.perceptual.MissingWeightsError` (naming ``inception_weights=``) for a
-    missing file, or for no file without ``allow_random``.
-    """
-    from tokenizer.perceptual import resolve_weights
-
-    path = resolve_weights("inception", inception_weights, allow_random, "inception_weights")
-    if path is None:
-        return "random-inception"
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return f"inception-{digest.hexdigest()[:12]}"
+        lines = [" | ".join(self.metric_lines()), *format_memorization(self.memorization),
+                 f"{self.num_samples} samples {height}x{width} vs {self.reference}; "
+                 f"{self.wall_seconds:.1f} s ({self.images_per_second:.2f} img/s generation)"]
+        return "\n".join(line for line in lines if line)
 
 
 def run_gfid(sample_fn: SampleFn, *, num_samples: int, num_classes: int, out_dir: str | os.PathLike,
-             reference: str | os.PathLike | Mapping[str, Any], inception_weights: str | os.PathLike | None,
-             allow_random: bool = False, shard_size: int = 1000, batch_size: int = 50, seed: int = 0,
+             reference: str | os.PathLike | Mapping[str, Any], features: FeatureSpace,
+             memorization: Callable[[int], RealSets] | None = None, shard_size: int = 1000, batch_size: int = 50, seed: int = 0,
              metrics: Sequence[str] = ("fid", "isc", "prc"), class_names: Sequence[str] | None = None,
              settings: Mapping[str, Any] | None = None, reference_split: str = "train",
              max_reference_images: int | None = None, cache_dir: str | os.PathLike | None = None,
@@ -586,21 +593,21 @@ def run_gfid(sample_fn: SampleFn, *, num_samples: int, num_classes: int, out_dir
     ``settings`` (the sampling/decoding options and checkpoints behind ``sample_fn``) are stored
     in ``plan.json`` and the report; resuming with different settings is refused. With an
     ``accelerate.Accelerator``, each process generates its shards and the main process computes
-    the metrics; every process returns the same report. ``inception_weights=None`` raises
-    :class:`tokenizer.perceptual.MissingWeightsError` unless ``allow_random`` (then the numbers are
-    marked UNCALIBRATED everywhere).
+    the metrics; every process returns the same report. ``features`` is the network behind the
+    metrics (built before generation, so missing weights fail first); with random weights every
+    number is marked UNCALIBRATED. ``memorization(image_size)`` gives the real sets that the
+    memorization and diversity measures (:mod:`generator.memorization`) compare with.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     rank = accelerator.process_index if accelerator is not None else 0
     world_size = accelerator.num_processes if accelerator is not None else 1
     is_main = rank == 0
-    # Fail on missing weights / bad references before spending hours on generation.
-    weights_tag = inception_weights_tag(inception_weights, allow_random)
+    # Bad references fail before hours of generation (missing weights already failed in ``features``).
     reference_cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     # A folder or statistics file is checked now; a dataset is exported once the resolution is known.
     resolved = None if isinstance(reference, Mapping) else resolve_reference(
-        reference, image_size=0, cache_dir=reference_cache, weights_tag=weights_tag)
+        reference, image_size=0, cache_dir=reference_cache)
     bad_metrics = set(metrics) - set(METRICS)
     if bad_metrics or not metrics:
         raise ValueError(f"metrics {sorted(bad_metrics) or '[]'} not supported; choose from {list(METRICS)}")
@@ -653,31 +660,40 @@ def run_gfid(sample_fn: SampleFn, *, num_samples: int, num_classes: int, out_dir
             report_progress(0.82, "writing ADM-layout npz")
             npz = out_dir / f"samples_{plan.num_samples}x{image_size[0]}x{image_size[1]}x3.npz"
             files["samples_npz"] = str(write_adm_npz(store, npz))
-        report_progress(0.85, "extracting Inception features")
+        report_progress(0.85, f"extracting {features.label} features")
         metrics_started = time.perf_counter()
         if resolved is None:
             resolved = resolve_reference(reference, image_size=image_size[0], cache_dir=reference_cache,
-                                         weights_tag=weights_tag, split=reference_split,
-                                         max_reference_images=max_reference_images, show_progress_bar=verbose)
+                                         split=reference_split, max_reference_images=max_reference_images,
+                                         show_progress_bar=verbose)
         device = accelerator.device if accelerator is not None else None
-        values, calibrated = compute_metrics(
-            ShardImages(store), resolved, metrics=metrics,
-            inception_weights=str(inception_weights) if inception_weights is not None else None,
-            allow_random=allow_random, batch_size=feature_batch_size,
-            device=device, verbose=verbose)
+        values, calibrated = compute_metrics(ShardImages(store), resolved, metrics=metrics, features=features,
+                                             batch_size=feature_batch_size, device=device, verbose=verbose)
+        memorized: dict[str, float] = {}
+        if memorization is not None:
+            report_progress(0.95, "measuring memorization and diversity")
+            memorized = sample_memorization(store, memorization(image_size[0]), seed=seed)
         metrics_seconds = time.perf_counter() - metrics_started
         files["report"] = str(out_dir / REPORT_FILE)
         report = GfidReport(
             metrics=values, calibrated=calibrated, num_samples=plan.num_samples, num_classes=plan.num_classes,
             image_size=image_size, reference=resolved.description,
-            settings={"plan": asdict(plan), "metrics": list(metrics), "inception_weights": weights_tag,
+            settings={"plan": asdict(plan), "metrics": list(metrics), "features": features.tag,
                       **_jsonable(settings)},
             generated_this_run=generated, generation_seconds=generation_seconds,
             metrics_seconds=metrics_seconds, wall_seconds=time.perf_counter() - started,
-            out_dir=str(out_dir), files=files)
+            out_dir=str(out_dir), files=files, feature_space=features.label, memorization=memorized)
         atomic_write(out_dir / REPORT_FILE, lambda tmp: tmp.write_text(json.dumps(report.to_dict(), indent=2)))
         report_progress(1.0, report.summary())
     return _broadcast(report, accelerator)
+
+
+def sample_memorization(store: ShardStore, real: RealSets, seed: int = 0) -> dict[str, float]:
+    """:func:`generator.memorization.memorization_report` of every stored sample."""
+    arrays = store.read_all()
+    images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).contiguous()
+    tokens = torch.from_numpy(arrays["tokens"]) if "tokens" in arrays else None
+    return memorization_report(images, torch.from_numpy(arrays["labels"]).long(), tokens, real, seed=seed)
 
 
 # ---------------------------------------------------------------------------- accelerate helpers

@@ -67,19 +67,24 @@ class MaskGIT(GeneratorModel):
         return apply_guidance(cond, uncond, scale)
 
     @torch.no_grad()
-    def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None, cfg_scale: float = 1.0,
-                 temperature: float = 1.0, generator: RandomSource = None, *,
-                 guidance_schedule: str = "constant", choice_temperature: float = 4.5,
+    def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None,
+                 cfg_scale: float | None = None, temperature: float | None = None, generator: RandomSource = None,
+                 *, guidance_schedule: str | None = None, choice_temperature: float | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Tensor:
         """Iterative parallel decoding -> token indices (B, N) int64.
 
-        Each of ``num_steps`` (default 12) steps samples every masked position at ``temperature``,
-        then masks again the least confident ones (log p + annealed ``choice_temperature`` x Gumbel)
-        so that the masked count follows the cosine schedule. Guidance scale per step follows
-        ``guidance_schedule`` (constant | linear | cosine, rising from 1 to ``cfg_scale``).
+        Each of ``num_steps`` steps samples every masked position at ``temperature``, then masks
+        again the least confident ones (log p + annealed ``choice_temperature`` x Gumbel) so that
+        the masked count follows the cosine schedule. Guidance scale per step follows
+        ``guidance_schedule`` (constant | linear | cosine, rising from 1 to ``cfg_scale``). Unset
+        options come from ``config.sampling`` (steps: DEFAULT_STEPS when that is unset too).
         ``progress(step, num_steps)`` is called after each step.
         """
-        num_steps = DEFAULT_STEPS if num_steps is None else num_steps
+        settings = self.sampling_settings(num_steps=num_steps, cfg_scale=cfg_scale, temperature=temperature,
+                                          guidance_schedule=guidance_schedule, choice_temperature=choice_temperature)
+        num_steps = DEFAULT_STEPS if settings["num_steps"] is None else settings["num_steps"]
+        cfg_scale, temperature = settings["cfg_scale"], settings["temperature"]
+        guidance_schedule, choice_temperature = settings["guidance_schedule"], settings["choice_temperature"]
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
         ids = self.class_id_tensor(class_ids)

@@ -46,6 +46,9 @@ FORMAT_VERSION = 1
 
 DEFAULT_THRESHOLD = 0.3
 OPTIONAL_THRESHOLD = 0.75  # a part after "with" must clearly name a class to add one
+# Hints name classes of the vocabulary at hand: for ImageNet a golden retriever and a tabby cat,
+# for digits the README's "a seven and a three"; the first pair that exists is used.
+EXAMPLE_CLASS_IDS = ((207, 281), (7, 3), (0, 1))
 SOFT_MATCH_CEILING = 0.9  # the best a non-identical word can score: whole-word hits (1) win
 RECALL_EXPONENT = 0.7  # score = recall**a * precision**(1-a): naming the class matters most
 SECONDARY_ALIAS_FACTOR = 0.9  # a partial match prefers a class's own name to a synonym
@@ -476,6 +479,13 @@ class ClassVocabulary:
     def __repr__(self) -> str:
         return f"ClassVocabulary({self.name!r}, {len(self)} classes, {self._pieces.get_piece_size()} pieces)"
 
+    @property
+    def example_prompt(self) -> str:
+        """A prompt naming two of these classes, for hints and messages ("a seven and a three")."""
+        ids = next((pair for pair in EXAMPLE_CLASS_IDS if max(pair) < len(self.classes)), (0,))
+        names = dict.fromkeys(self.classes[i].name for i in ids)  # one class: named once
+        return " and ".join(f"{'an' if name[:1] in 'aeiou' else 'a'} {name}" for name in names)
+
     def pieces(self, text: str) -> list[str]:
         """The subword pieces of ``text`` (normalised like a prompt)."""
         return self._pieces.encode(" ".join(tokenize(text)), out_type=str)
@@ -490,7 +500,7 @@ class ClassVocabulary:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
-        parts = [words for words, _ in self._mentions(_check_prompt(prompt))]
+        parts = [words for words, _ in self._mentions(_check_prompt(prompt, self.example_prompt))]
         if not parts:
             raise NoMatchError(prompt, [], threshold, "it has no words that could name a class")
         scores = np.max([self._class_scores(words) for words in parts], axis=0)
@@ -509,7 +519,7 @@ class ClassVocabulary:
         not an object.
         """
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
-        mentions = self._mentions(_check_prompt(prompt))
+        mentions = self._mentions(_check_prompt(prompt, self.example_prompt))
         if not mentions:
             raise NoMatchError(prompt, [], threshold, "it has no words that could name a class")
         class_ids: list[int] = []
@@ -659,11 +669,11 @@ class ClassVocabulary:
         return objects or [(words, False) for words, _ in parts]
 
 
-def _check_prompt(prompt: object) -> str:
+def _check_prompt(prompt: object, example: str) -> str:
     if not isinstance(prompt, str):
         raise PromptError(f"a prompt must be a str, got {type(prompt).__name__}")
     if not prompt.strip():
-        raise PromptError("the prompt is empty; describe what to generate, e.g. 'a golden retriever'")
+        raise PromptError(f"the prompt is empty; describe what to generate, e.g. {example!r}")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise PromptError(f"the prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are allowed")
     return prompt

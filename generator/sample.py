@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,11 +17,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tokenizer.fileio import atomic_write
-from tokenizer.cli import resolve_device, resolve_mixed_precision, user_path
+from tokenizer.cli import SAMPLING_RULES, check_numbers, resolve_device, resolve_mixed_precision, user_path
 
 from .base import GeneratorModel
 from .loading import load_generator
 from .tokenize_dataset import load_tokenizer
+
+OPTION_RULES = {**SAMPLING_RULES, "samples_per_class": "int >= 1", "seed": "int >= 0", "batch_size": "int >= 1",
+                "decode_steps": "int >= 1 or null", "decode_cfg": "float >= 0 or null"}
 
 
 def classes_from_prompt(model: GeneratorModel, prompt: str) -> list[int]:
@@ -58,10 +62,14 @@ def save_indices(path: str | os.PathLike, indices: torch.Tensor, class_ids: Sequ
 def main(cfg: DictConfig) -> None:
     from tokenizer.images import save_image_grid
 
+    check_numbers(cfg, OPTION_RULES)
     device = resolve_device(cfg.device)
     model = load_generator(user_path(cfg.checkpoint), map_location=device)
     model.set_attention_backend(cfg.attention_backend)
     tokenizer = load_tokenizer(cfg.tokenizer, device)
+    mismatch = model.other_tokenizer_warning(tokenizer)
+    if mismatch:
+        warnings.warn(mismatch, stacklevel=1)
     if cfg.prompt:
         classes = classes_from_prompt(model, cfg.prompt)
         print(f"prompt {cfg.prompt!r} -> " + ", ".join(f"{c} ({model.class_names[c]})" for c in classes))

@@ -23,14 +23,22 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
 
-from tokenizer.checkpoint import EMA, CheckpointManager, capture_rng_state, restore_rng_state
-from tokenizer.fileio import atomic_write
-from tokenizer.cli import output_directory, resolve_mixed_precision, user_path
+from tokenizer.checkpoint import EMA, capture_rng_state, open_run, restore_rng_state
+from tokenizer.cli import TRAINING_RULES, check_numbers, output_directory, resolve_mixed_precision, user_path
 
 from .base import GeneratorModel, build_generator
 from .config import GeneratorConfig
 from .tokenize_dataset import build_token_cache, default_cache_dir, load_tokenizer
 from .tokens import MANIFEST_FILE, TokenBatches, TokenCache, encoder_fingerprint, read_manifest
+
+OPTION_RULES = {
+    **TRAINING_RULES,
+    "train.min_lr_ratio": "float in [0, 1]",
+    "tokens.shard_size": "int >= 1", "tokens.batch_size": "int >= 1", "tokens.num_workers": "int >= 0",
+    "log.samples_every": "int >= 0", "log.grid_classes": "int >= 1", "log.samples_per_class": "int >= 1",
+    "log.sample_steps": "int >= 1 or null", "log.cfg_scale": "float >= 0", "log.temperature": "float > 0",
+    "log.sample_seed": "int >= 0", "log.decode_steps": "int >= 1 or null", "log.decode_cfg": "float >= 0 or null",
+}
 
 
 def generator_config(model_cfg: dict[str, Any], cache: TokenCache) -> GeneratorConfig:
@@ -38,7 +46,8 @@ def generator_config(model_cfg: dict[str, Any], cache: TokenCache) -> GeneratorC
     m = cache.manifest
     fields = dict(model_cfg)
     fields.update(seq_len=m.num_indices, vocab_size=m.vocab_size, num_classes=m.num_classes,
-                  class_names=list(m.class_names), tokenizer_hash=m.tokenizer_hash)
+                  class_names=list(m.class_names), tokenizer_hash=m.tokenizer_hash,
+                  tokenizer_fingerprint=m.encoder_fingerprint or None)
     return GeneratorConfig.from_dict(fields)
 
 
@@ -76,10 +85,13 @@ def resolve_token_cache(cfg: DictConfig, is_main: bool, wait: Any) -> Path:
         return path
     tokenizer = load_tokenizer(cfg.tokenizer)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    path = default_cache_dir(tcfg.cache_root, data_cfg["name"], "train", tokenizer, tcfg.flip)
+    path = default_cache_dir(tcfg.cache_root, data_cfg["name"], "train", tokenizer, tcfg.flip, tcfg.jitter_views,
+                             tcfg.jitter_strength)
     if is_main and not ((path / MANIFEST_FILE).is_file() and read_manifest(path).complete):
         print(f"building the token cache {path} (once per dataset and tokenizer)")
-        build_token_cache(data_cfg, tokenizer, path, split="train", flip=tcfg.flip, shard_size=tcfg.shard_size,
+        build_token_cache(data_cfg, tokenizer, path, split="train", flip=tcfg.flip,
+                          jitter_views=tcfg.jitter_views, jitter_strength=tcfg.jitter_strength,
+                          shard_size=tcfg.shard_size,
                           batch_size=tcfg.batch_size, num_workers=tcfg.num_workers)
     wait()
     return path
@@ -90,15 +102,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import gather_object, set_seed
 
+    check_numbers(cfg, OPTION_RULES)
     tcfg = cfg.train
     run_dir = output_directory(cfg.get("run_dir"), "run_dir")
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(tcfg.mixed_precision, tcfg.get("cpu", False)),
                               cpu=tcfg.get("cpu", False))
     is_main = accelerator.is_main_process
     set_seed(cfg.seed + accelerator.process_index)
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", lambda p: p.write_text(OmegaConf.to_yaml(cfg, resolve=True)))
+    manager, resume_dir, state = open_run(run_dir, cfg, "generator", is_main, accelerator.wait_for_everyone)
 
     # --- data
     cache = TokenCache.load(resolve_token_cache(cfg, is_main, accelerator.wait_for_everyone))
@@ -114,12 +125,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(parameter_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio))
-    manager = CheckpointManager(run_dir, keep_last=cfg.checkpoint.keep_last, keep_every=cfg.checkpoint.keep_every)
     step, losses, rng_states = 0, [], None
-    resume_dir = manager.resolve_resume(cfg.resume)
     if resume_dir is not None:
-        state = manager.load_training_state(resume_dir)
-        if state["config"] != config.to_dict():
+        # Checkpoints from before the tokenizer fingerprint was recorded lack that key.
+        saved_config = {"tokenizer_fingerprint": config.tokenizer_fingerprint, **state["config"]}
+        if saved_config != config.to_dict():
             raise ValueError(f"checkpoint {resume_dir} was trained with another generator config or token cache; "
                              "use resume=none or a new run_dir")
         model.load_state_dict(state["model"])
@@ -143,7 +153,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     def save_checkpoint() -> None:
         all_rng = gather_object([capture_rng_state()])
         if is_main:
-            training_state = {"step": step, "losses": losses, "config": config.to_dict(),
+            training_state = {"trainer": "generator", "run_config": OmegaConf.to_container(cfg, resolve=True), "step": step, "losses": losses,
+                              "config": config.to_dict(),
                               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                               "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "rng": all_rng}
@@ -159,6 +170,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     progress = tqdm(total=tcfg.max_steps, initial=step, disable=not is_main, desc=f"train {config.model}",
                     dynamic_ncols=True)
+    if step >= tcfg.max_steps:
+        accelerator.print(f"{run_dir} already finished step {step} (train.max_steps={tcfg.max_steps}); "
+                          "raise train.max_steps (with resume_force=true) to train on")
     start = time.time()
     while step < tcfg.max_steps:
         wrapped.train()
@@ -203,7 +217,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     progress.close()
     if writer is not None:
         writer.close()
-    return {"run_dir": str(run_dir), "step": step, "losses": losses, "num_parameters": num_params}
+    checkpoint = manager.latest()
+    grids = sorted((run_dir / "samples").glob("step_*.png"))
+    return {"run_dir": str(run_dir), "step": step, "losses": losses, "num_parameters": num_params,
+            "checkpoint": str(checkpoint) if checkpoint else None, "samples": str(grids[-1]) if grids else None}
 
 
 @torch.no_grad()
@@ -232,7 +249,8 @@ def save_sample_grid(model: GeneratorModel, tokenizer: Any, log_cfg: DictConfig,
 @hydra.main(version_base="1.3", config_path="../configs", config_name="generator_train")
 def main(cfg: DictConfig) -> None:
     summary = train(cfg)
-    print(f"done: {summary['step']} steps, final loss {summary['losses'][-1]:.4f}; run {summary['run_dir']}")
+    print(f"done: step {summary['step']}, final loss {summary['losses'][-1]:.4f}; checkpoint "
+          f"{summary['checkpoint']}; samples {summary['samples'] or 'none (they need tokenizer.checkpoint=)'}")
 
 
 if __name__ == "__main__":

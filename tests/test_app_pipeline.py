@@ -173,7 +173,7 @@ def test_photo_tokenizer_setting_disables_or_points_elsewhere(photo_weights_dir,
 
 
 def test_reload_keeps_the_photo_tokenizer(photo_weights_dir):
-    demo = DemoPipeline.load(weights_dir=photo_weights_dir)
+    demo = DemoPipeline.load(weights_dir=photo_weights_dir, settings=DemoSettings(model_dirs=(str(photo_weights_dir),)))
     photo = demo.models.extra_tokenizers["photos"]
     demo.reload(str(photo_weights_dir / "tokenizer"), None, str(photo_weights_dir / "maskgit"), None)
     assert demo.models.extra_tokenizers["photos"] is photo and demo.generator_names == ["MaskGIT"]
@@ -289,7 +289,7 @@ def test_evaluate_small_run_is_marked_uncalibrated_and_resumes(pipeline, tmp_pat
     for i in range(12):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(reference / f"{i}.png")
     evaluator = DemoPipeline(pipeline.models, DemoSettings(eval_reference=str(reference), work_dir=str(tmp_path),
-                                                           limits=DemoLimits(max_batch=10)))
+                                                           features="inception", limits=DemoLimits(max_batch=10)))
     updates = []
     result = evaluator.evaluate(10, "MaskGIT", steps=2, decode_steps=2, progress=lambda f, m: updates.append(f))
     assert not result.calibrated and result.num_samples == 10
@@ -337,8 +337,8 @@ def test_load_errors_are_clear(weights_dir, tmp_path):
 
 
 def test_reload_swaps_the_model_set(weights_dir, tmp_path):
-    demo = DemoPipeline.load(weights_dir=weights_dir)
-    status = demo.reload(str(weights_dir / "tokenizer"), None, str(weights_dir / "maskgit"), None)
+    demo = DemoPipeline.load(weights_dir=weights_dir, settings=DemoSettings(model_dirs=(str(weights_dir),)))
+    status = demo.reload("tokenizer", None, str(weights_dir / "maskgit"), None)  # relative: to model_dirs[0]
     assert demo.generator_names == ["MaskGIT"] and "AR" not in status
 
 

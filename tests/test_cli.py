@@ -21,12 +21,14 @@ def test_outside_hydra_paths_are_taken_as_given_and_the_folder_is_required(tmp_p
 def test_inside_hydra_relative_paths_resolve_against_the_launch_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("tokenizer_train", return_hydra_config=True,
-                      overrides=[f"hydra.runtime.output_dir={tmp_path / 'hydra_out'}"])
+        cfg = compose("tokenizer_train", return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         try:
             assert user_path("data/images") == tmp_path / "data" / "images"
-            assert output_directory(None, "run_dir") == tmp_path / "hydra_out"
+            assert output_directory("runs/x", "run_dir") == tmp_path / "runs" / "x"
+            # Hydra's own folder is the working directory (it writes nothing): never a run folder.
+            with pytest.raises(ValueError, match="pass run_dir=<folder>"):
+                output_directory(None, "run_dir")
         finally:
             HydraConfig.instance().cfg = None
 

@@ -33,8 +33,10 @@ def saved_model(tmp_path_factory):
 
 @pytest.mark.slow
 def test_eval_report_marks_random_weights_uncalibrated(saved_model, tmp_path):
-    report = evaluate(make_cfg(saved_model, tmp_path, "allow_random_weights=true"))
+    # features=inception: the random Inception network (digits would otherwise use its classifier).
+    report = evaluate(make_cfg(saved_model, tmp_path, "allow_random_weights=true", "features=inception"))
     written = json.loads((tmp_path / "report.json").read_text())
+    assert written["feature_space"] == "Inception-v3"
     assert written["num_images"] == 6 and set(written["metrics"]) == {"rfid", "psnr", "ssim", "lpips_alex",
                                                                       "lpips_vgg", "bpp"}
     assert written["metrics"]["bpp"] == pytest.approx(4 * 12 / 32**2)
@@ -45,6 +47,19 @@ def test_eval_report_marks_random_weights_uncalibrated(saved_model, tmp_path):
     assert len(list((tmp_path / "reconstructions").glob("*.png"))) == 6
     assert (tmp_path / "comparison.png").is_file()
     assert report["metrics"]["psnr"] == written["metrics"]["psnr"]
+
+
+def test_eval_on_digits_reports_rfid_in_the_classifier_feature_space(saved_model, tmp_path, monkeypatch):
+    """data=digits names its classifier: a real (calibrated) rFID, labelled for its feature space."""
+    monkeypatch.chdir(Path(CONFIGS).parent)  # the data config names the classifier relative to the repository
+    report = evaluate(make_cfg(saved_model, tmp_path, "metrics=[rfid,psnr]"))  # no Inception weights needed
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["feature_space"] == "digits classifier features"
+    assert written["calibrated"]["rfid"] is True and written["uncalibrated"] == []
+    assert written["metrics"]["rfid"] > 0  # a barely trained tokenizer reconstructs visibly differently
+    assert [line.split(": ")[0] for line in written["lines"]] == ["psnr", "rFID (digits classifier features)", "bpp"]
+    assert not any("UNCALIBRATED" in line for line in written["lines"])
+    assert report["metrics"]["rfid"] == written["metrics"]["rfid"]
 
 
 def test_eval_is_deterministic_and_independent_of_batch_size(saved_model, tmp_path):
@@ -61,6 +76,14 @@ def test_missing_weights_name_the_option(saved_model, tmp_path):
         evaluate(make_cfg(saved_model, tmp_path, "metrics=[lpips_alex]"))
     with pytest.raises(ValueError, match="unknown metric"):
         evaluate(make_cfg(saved_model, tmp_path, "metrics=[fid]"))
+    with pytest.raises(MissingWeightsError, match="inception_weights="):
+        evaluate(make_cfg(saved_model, tmp_path, "metrics=[rfid]", "features=inception"))
+    with pytest.raises(MissingWeightsError, match="missing.pth"):
+        evaluate(make_cfg(saved_model, tmp_path, "metrics=[rfid]", "features=inception",
+                          f"inception_weights={tmp_path / 'missing.pth'}", "allow_random_weights=true"))
+    assert not (tmp_path / "reconstructions").exists()  # refused before reconstructing anything
+    with pytest.raises(FileNotFoundError, match="not a feature classifier"):
+        evaluate(make_cfg(saved_model, tmp_path, "metrics=[rfid]", f"feature_classifier={tmp_path / 'none'}"))
 
 
 def test_continuous_evaluates_each_checkpoint_once(saved_model, tmp_path):

@@ -129,3 +129,25 @@ def test_an_explicit_cache_from_another_encoder_is_refused(tmp_path):
     assert resolve_token_cache(cfg(tmp_path / "maker"), True, lambda: None) == tmp_path / "cache"
     with pytest.raises(ValueError, match="another tokenizer's encoder"):
         resolve_token_cache(cfg(tmp_path / "other"), True, lambda: None)
+
+
+def test_jittered_views_are_new_sequences_and_rebuild_identically(tmp_path):
+    from generator.tokens import cache_views
+
+    tok, data = tiny_tokenizer(), RandomImages(6)
+    kwargs = dict(class_names=["a", "b", "c"], jitter_views=2, jitter_strength=0.5, shard_size=4, batch_size=3,
+                  progress=False)
+    manifest = tokenize_to_cache(tok, data, tmp_path / "a", **kwargs)
+    assert manifest.augmentations == ["none", "jitter1x0.5", "jitter2x0.5"]
+    cache = TokenCache.load(tmp_path / "a")
+    assert cache.indices.shape == (6, 3, 12)
+    with torch.no_grad():
+        assert torch.equal(cache.indices[:, 0].long(), tok.tokenize(data.images))  # view 0 is the image itself
+    assert not torch.equal(cache.indices[:, 1], cache.indices[:, 0])
+    assert not torch.equal(cache.indices[:, 1], cache.indices[:, 2])  # each view draws its own jitter
+    tokenize_to_cache(tok, data, tmp_path / "b", **kwargs)  # seeded per shard: a rebuild is identical
+    assert torch.equal(TokenCache.load(tmp_path / "b").indices, cache.indices)
+    with pytest.raises(ValueError, match="jitter_strength"):
+        cache_views(jitter_views=1, jitter_strength=2.0)
+    with pytest.raises(ValueError, match="jitter_views"):
+        cache_views(jitter_views=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,9 +17,16 @@ from PIL import Image
 from generator import gfid
 from generator.gfid import (SamplePlan, ShardImages, ShardStore, classes_for_samples, generate_shards,
                             make_sample_fn, run_gfid, sample_seed, write_adm_npz)
+from tokenizer.feature_spaces import INCEPTION_LABEL, FeatureSpace
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 16
+
+
+def stub_features(label: str = INCEPTION_LABEL, calibrated: bool = False) -> FeatureSpace:
+    """A feature space for runs whose compute_metrics is faked: only its label and tag are read."""
+    return FeatureSpace(extractor="unused", label=label, calibrated=calibrated, tag=f"stub-{label}",
+                        fid_layer="2048", isc_layer="logits_unbiased", prc_layer="2048", module=torch.nn.Identity())
 
 
 def fake_sample_fn(class_ids: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
@@ -162,12 +170,21 @@ def test_make_sample_fn_chains_generator_and_tokenizer_reproducibly():
     sample_fn = make_sample_fn(generator_model, tokenizer, {"num_steps": 2, "cfg_scale": None},
                                {"steps": 1, "cfg": 1.0})
     class_ids, seeds = torch.tensor([0, 2]), torch.tensor([11, 12])
-    first = sample_fn(class_ids, seeds)
+    first, tokens = sample_fn(class_ids, seeds)
     assert first.shape == (2, 3, 32, 32) and first.dtype == torch.float32
-    torch.testing.assert_close(sample_fn(class_ids, seeds), first, rtol=0, atol=0)
-    assert not torch.equal(sample_fn(class_ids, torch.tensor([11, 13]))[1], first[1])
+    assert tokens.shape == (2, tokenizer.config.num_indices) and tokens.dtype == torch.int64
+    assert 0 <= int(tokens.min()) and int(tokens.max()) < tokenizer.config.vocab_size
+    # The images are the decoded tokens (what copy detection relies on).
+    noise = torch.stack([torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    torch.testing.assert_close(tokenizer.decode(tokens, noise=noise, steps=1, cfg=1.0), first, rtol=0, atol=1e-5)
+    again, again_tokens = sample_fn(class_ids, seeds)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    assert torch.equal(again_tokens, tokens)
+    assert not torch.equal(sample_fn(class_ids, torch.tensor([11, 13]))[0][1], first[1])
     # A sample depends on its own seed only: generated alone it matches its row of the batch.
-    torch.testing.assert_close(sample_fn(class_ids[1:], seeds[1:]), first[1:], rtol=0, atol=1e-5)
+    alone, alone_tokens = sample_fn(class_ids[1:], seeds[1:])
+    torch.testing.assert_close(alone, first[1:], rtol=0, atol=1e-5)
+    assert torch.equal(alone_tokens, tokens[1:])
     with pytest.raises(ValueError, match="'generator' is set by the harness"):
         make_sample_fn(generator_model, tokenizer, {"generator": None})
 
@@ -181,17 +198,44 @@ def write_reference_folder(folder: Path, count: int, seed: int = 123) -> Path:
     return folder
 
 
+def eval_gfid_cfg(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose("eval_gfid", overrides=["checkpoint=unused", "tokenizer.checkpoint=unused",
+                                               "reference=unused", *overrides])
+
+
 def test_missing_inception_weights_fail_before_generation(tmp_path):
+    """eval_gfid builds its feature space (first thing in main) before any model or sample exists."""
+    from tokenizer.cli import feature_space_option
     from tokenizer.perceptual import MissingWeightsError
 
-    calls = []
     with pytest.raises(MissingWeightsError, match="inception_weights="):
-        run_gfid(lambda c, s: calls.append(1), num_samples=4, num_classes=2, out_dir=tmp_path / "run",
-                 reference=write_reference_folder(tmp_path / "ref", 2), inception_weights=None)
+        feature_space_option(eval_gfid_cfg())
     with pytest.raises(MissingWeightsError, match="missing.pth"):
+        feature_space_option(eval_gfid_cfg(f"inception_weights={tmp_path / 'missing.pth'}",
+                                           "allow_random_weights=true"))
+    with pytest.raises(ValueError, match="needs a classifier directory"):
+        feature_space_option(eval_gfid_cfg("features=classifier"))
+    # run_gfid has no implicit feature space: nothing is generated without one.
+    calls = []
+    with pytest.raises(TypeError, match="features"):
         run_gfid(lambda c, s: calls.append(1), num_samples=4, num_classes=2, out_dir=tmp_path / "run",
-                 reference=tmp_path / "ref", inception_weights=tmp_path / "missing.pth")
+                 reference=write_reference_folder(tmp_path / "ref", 2))
     assert calls == []
+
+
+def test_feature_space_option_picks_the_data_configs_classifier(monkeypatch):
+    from tokenizer.cli import feature_space_option
+
+    monkeypatch.chdir(REPO)  # the data config names the classifier relative to the repository
+    digits = feature_space_option(eval_gfid_cfg("data=digits"))  # features=auto: the data config names one
+    assert digits.label == "digits classifier features" and digits.calibrated
+    assert digits.metric_name("gFID") == "gFID (digits classifier features)"
+    forced = feature_space_option(eval_gfid_cfg("data=digits", "features=inception", "allow_random_weights=true"))
+    assert forced.label == INCEPTION_LABEL and not forced.calibrated and forced.metric_name("gFID") == "gFID"
+    assert feature_space_option(eval_gfid_cfg("allow_random_weights=true")).label == INCEPTION_LABEL  # no data
 
 
 def test_run_gfid_resumes_and_reports(tmp_path, monkeypatch):
@@ -203,7 +247,7 @@ def test_run_gfid_resumes_and_reports(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gfid, "compute_metrics", fake_metrics)
     reference = write_reference_folder(tmp_path / "ref", 3)
-    common = dict(num_samples=9, num_classes=3, reference=reference, inception_weights=None, allow_random=True,
+    common = dict(num_samples=9, num_classes=3, reference=reference, features=stub_features(),
                   shard_size=4, batch_size=2, seed=5, metrics=("fid", "isc"), class_names=["a", "b", "c"],
                   settings={"cfg_scale": 2.0}, cache_dir=tmp_path / "cache", verbose=False)
     with pytest.raises(Crash):
@@ -217,8 +261,11 @@ def test_run_gfid_resumes_and_reports(tmp_path, monkeypatch):
     assert saved["metrics"] == {"fid": 12.5, "isc_mean": 1.5, "isc_std": 0.1}
     assert saved["calibrated"] is False and "UNCALIBRATED" in saved["uncalibrated_note"]
     assert saved["settings"]["cfg_scale"] == 2.0 and saved["settings"]["plan"]["batch_size"] == 2
+    assert saved["feature_space"] == INCEPTION_LABEL and saved["settings"]["features"] == f"stub-{INCEPTION_LABEL}"
+    assert saved["memorization"] == {}  # not asked for
     summary = report.summary()
     assert "gFID" in summary and "UNCALIBRATED" in summary and "9 samples" in summary
+    assert report.metric_lines()[0].startswith("gFID: 12.5000") and "UNCALIBRATED" in report.metric_lines()[0]
     assert Image.open(report.files["grid"]).size[0] > SIZE
     with np.load(report.files["samples_npz"]) as data:
         assert data["arr_0"].shape == (9, SIZE, SIZE, 3)
@@ -232,13 +279,26 @@ def report_plan(report) -> SamplePlan:
     return SamplePlan(**report.settings["plan"])
 
 
-@pytest.fixture(scope="module")
-def random_inception(tmp_path_factory) -> Path:
-    from tokenizer.metrics import make_random_inception_weights
+def test_report_names_metrics_for_their_feature_space(tmp_path, monkeypatch):
+    monkeypatch.setattr(gfid, "compute_metrics",
+                        lambda generated, reference, **kwargs: ({"fid": 3.0, "precision": 0.5}, True))
+    features = stub_features("digits classifier features", calibrated=True)
+    report = run_gfid(fake_sample_fn, num_samples=4, num_classes=2, out_dir=tmp_path / "run",
+                      reference=write_reference_folder(tmp_path / "ref", 2), features=features, shard_size=4,
+                      batch_size=2, metrics=("fid", "prc"), cache_dir=tmp_path / "cache", verbose=False)
+    assert report.metric_lines() == ["gFID (digits classifier features): 3.0000",
+                                     "precision (digits classifier features): 0.5000"]
+    assert "UNCALIBRATED" not in report.summary() and report.summary().count("\n") >= 1
+    saved = json.loads(Path(report.files["report"]).read_text())
+    assert saved["feature_space"] == "digits classifier features" and saved["uncalibrated_note"] is None
 
-    path = tmp_path_factory.mktemp("inception") / "random_inception.pth"
-    make_random_inception_weights(path)
-    return path
+
+@pytest.fixture(scope="module")
+def random_inception() -> FeatureSpace:
+    """The random Inception network, its FID on the 64-dim layer (cheap eigendecomposition on a CPU)."""
+    from tokenizer.feature_spaces import inception_feature_space
+
+    return dataclasses.replace(inception_feature_space(None, allow_random=True), fid_layer="64", prc_layer="64")
 
 
 @pytest.mark.slow  # Inception-v3 at 299 px: ~1-3 s per image on a shared CPU
@@ -248,11 +308,11 @@ def test_fid_equals_torch_fidelity_on_the_same_folders(tmp_path, monkeypatch, ra
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # keep torch-fidelity's cache in tmp
     reference = write_reference_folder(tmp_path / "ref", 3)
     report = run_gfid(fake_sample_fn, num_samples=3, num_classes=3, out_dir=tmp_path / "run", reference=reference,
-                      inception_weights=random_inception, shard_size=3, batch_size=3, metrics=("fid",),
+                      features=random_inception, shard_size=3, batch_size=3, metrics=("fid",),
                       cache_dir=tmp_path / "cache", verbose=False)
     direct = torch_fidelity.calculate_metrics(
         input1=report.files["images"], input2=str(reference), fid=True, cuda=False, cache=False, verbose=False,
-        feature_extractor_weights_path=str(random_inception))
+        save_cpu_ram=True, feature_extractor=random_inception.extractor, feature_layer_fid="64")
     assert report.metrics["fid"] == pytest.approx(direct["frechet_inception_distance"], rel=1e-5, abs=1e-6)
     assert report.metrics["fid"] > 0
 
@@ -264,14 +324,13 @@ def test_fid_against_statistics_file_matches_fid_against_its_images(tmp_path, mo
     from torch_fidelity.utils import create_feature_extractor
 
     reference = write_reference_folder(tmp_path / "ref", 3)
-    extractor = create_feature_extractor("inception-v3-compat", ["2048"], cuda=False, verbose=False,
-                                         feature_extractor_weights_path=str(random_inception))
-    reference_stats = fid_input_id_to_statistics(1, extractor, "2048", input1=str(reference), cuda=False,
-                                                 verbose=False, save_cpu_ram=True)
+    extractor = create_feature_extractor(random_inception.extractor, ["64"], cuda=False, verbose=False)
+    reference_stats = fid_input_id_to_statistics(1, extractor, "64", input1=str(reference), cuda=False,
+                                                 verbose=False, save_cpu_ram=True, cache=False)
     mu, sigma = reference_stats["mu"], reference_stats["sigma"]
     stats = tmp_path / "ref_stats.npz"
     np.savez(stats, mu=mu, sigma=sigma)
-    common = dict(num_samples=3, num_classes=3, inception_weights=random_inception, shard_size=3, batch_size=3,
+    common = dict(num_samples=3, num_classes=3, features=random_inception, shard_size=3, batch_size=3,
                   metrics=("fid",), cache_dir=tmp_path / "cache", verbose=False)
     from_folder = run_gfid(fake_sample_fn, out_dir=tmp_path / "a", reference=reference, **common)
     from_stats = run_gfid(fake_sample_fn, out_dir=tmp_path / "b", reference=stats, **common)
@@ -315,21 +374,21 @@ def test_command_line_run_with_saved_models_writes_report(tmp_path):
 
 
 def test_dataset_reference_is_exported_once_as_png_folder(tmp_path):
-    reference = gfid.resolve_reference({"name": "digits"}, image_size=SIZE, cache_dir=tmp_path, weights_tag="w",
+    reference = gfid.resolve_reference({"name": "digits"}, image_size=SIZE, cache_dir=tmp_path,
                                        split="val", max_reference_images=5, show_progress_bar=False)
     folder = Path(reference.images)
     pngs = sorted(folder.glob("*.png"))
     assert len(pngs) == 5 and (folder / "COMPLETE").is_file()
     assert np.asarray(Image.open(pngs[0])).shape == (SIZE, SIZE, 3)
-    assert f"{SIZE}px" in folder.name and "n5" in folder.name and reference.cache_name.endswith("-w")
+    assert f"{SIZE}px" in folder.name and "n5" in folder.name
     stamp = pngs[0].stat().st_mtime_ns
-    again = gfid.resolve_reference({"name": "digits"}, image_size=SIZE, cache_dir=tmp_path, weights_tag="w",
+    again = gfid.resolve_reference({"name": "digits"}, image_size=SIZE, cache_dir=tmp_path,
                                    split="val", max_reference_images=5, show_progress_bar=False)
-    assert again.images == reference.images and again.cache_name == reference.cache_name
+    assert again.images == reference.images and again.description == reference.description
     assert pngs[0].stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="does not exist"):
-        gfid.resolve_reference(tmp_path / "nope", image_size=SIZE, cache_dir=tmp_path, weights_tag="w")
+        gfid.resolve_reference(tmp_path / "nope", image_size=SIZE, cache_dir=tmp_path)
     bad = tmp_path / "bad.npz"
     np.savez(bad, mu=np.zeros(4))
     with pytest.raises(ValueError, match="sigma"):
-        gfid.resolve_reference(bad, image_size=SIZE, cache_dir=tmp_path, weights_tag="w")
+        gfid.resolve_reference(bad, image_size=SIZE, cache_dir=tmp_path)

@@ -1,4 +1,6 @@
-"""PSNR/SSIM vs skimage, LPIPSMetric vs lpips, FID/IS via torch-fidelity with a random Inception file."""
+"""PSNR/SSIM vs skimage, LPIPSMetric vs lpips, FID/IS via torch-fidelity with a random Inception network."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -8,16 +10,16 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tokenizer.images import tensor_to_uint8, uint8_to_tensor
 from tokenizer.metrics import (
     LPIPSMetric,
+    compute_feature_statistics,
     compute_fidelity_metrics,
-    compute_inception_statistics,
     fid_from_statistics,
     format_metric,
     load_reference_statistics,
-    make_random_inception_weights,
     psnr,
     save_reference_statistics,
     ssim,
 )
+from tokenizer.feature_spaces import inception_feature_space, resolve_feature_space
 from tokenizer.perceptual import MissingWeightsError, build_lpips
 
 
@@ -89,20 +91,19 @@ def test_reference_statistics_round_trip_and_fid_formula(tmp_path):
         load_reference_statistics(tmp_path / "bad.npz")
 
 
-def test_random_inception_weights_are_seeded(tmp_path):
-    a = torch.load(make_random_inception_weights(tmp_path / "a.pth", seed=0), weights_only=True)
-    b = torch.load(make_random_inception_weights(tmp_path / "b.pth", seed=0), weights_only=True)
-    c = torch.load(make_random_inception_weights(tmp_path / "c.pth", seed=1), weights_only=True)
-    key = "Conv2d_1a_3x3.conv.weight"
-    assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
-    assert "fc.weight" in a
-
-
 def test_missing_inception_weights_error_names_the_option(tmp_path):
     with pytest.raises(MissingWeightsError, match="inception_weights=/path/to/pt_inception-2015-12-05"):
-        compute_fidelity_metrics(tmp_path, tmp_path, inception_weights=None, allow_random=False)
+        inception_feature_space(None, allow_random=False)
+    with pytest.raises(MissingWeightsError, match="missing.pth"):  # a set path is never replaced by random weights
+        inception_feature_space(tmp_path / "missing.pth", allow_random=True)
+    with pytest.raises(MissingWeightsError, match="inception_weights="):
+        resolve_feature_space("inception", classifier=None, inception_weights=None, allow_random=False)
     with pytest.raises(MissingWeightsError, match="missing.pth"):
-        compute_fidelity_metrics(tmp_path, tmp_path, inception_weights=tmp_path / "missing.pth", allow_random=True)
+        resolve_feature_space("auto", classifier=None, inception_weights=tmp_path / "missing.pth", allow_random=True)
+    with pytest.raises(ValueError, match="features="):
+        resolve_feature_space("vgg", classifier=None, inception_weights=None, allow_random=True)
+    with pytest.raises(TypeError, match="features"):  # no implicit feature space any more
+        compute_fidelity_metrics(tmp_path, tmp_path)
 
 
 class _UInt8Images(torch.utils.data.Dataset):
@@ -124,38 +125,41 @@ def test_fidelity_metrics_agree_with_torch_fidelity(tmp_path, monkeypatch):
     import torch_fidelity
     from PIL import Image
 
-    from tokenizer.metrics import random_inception_weights_path
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     real, fake = _UInt8Images(0), _UInt8Images(1, shift=60)
     folder = tmp_path / "real"
     folder.mkdir()
     for i, image in enumerate(real.images):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
-    options = dict(batch_size=4, verbose=False, isc_splits=1, save_cpu_ram=True, feature_layer_fid="64")
+    # A 64-dim layer keeps the CPU eigendecomposition cheap; the network is the random Inception.
+    space = dataclasses.replace(inception_feature_space(None, allow_random=True), fid_layer="64")
+    options = dict(batch_size=4, verbose=False, isc_splits=1, save_cpu_ram=True)
 
-    ours = compute_fidelity_metrics(folder, fake, inception_weights=None, allow_random=True, isc=True, **options)
-    weights = random_inception_weights_path(0)
+    ours = compute_fidelity_metrics(folder, fake, features=space, isc=True, **options)
     direct = torch_fidelity.calculate_metrics(
         input1=str(folder), input2=fake, fid=True, isc=True, isc_splits=1, batch_size=4, cuda=False,
-        save_cpu_ram=True, feature_layer_fid="64", verbose=False,
-        feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(weights),
+        save_cpu_ram=True, cache=False, verbose=False, feature_extractor=space.extractor,
+        feature_layer_fid="64", feature_layer_isc=space.isc_layer,
     )
-    assert ours["calibrated"] is False
+    assert ours["calibrated"] is False and ours["feature_space"] == "Inception-v3"
     assert ours["frechet_inception_distance"] > 0
     for key in ("frechet_inception_distance", "inception_score_mean"):
         assert ours[key] == pytest.approx(direct[key], rel=1e-6)
 
-    # FID against saved statistics equals FID against the images themselves (weights given: calibrated).
-    mu, sigma, calibrated = compute_inception_statistics(
-        fake, inception_weights=weights, allow_random=False, batch_size=4, verbose=False, save_cpu_ram=True,
-        feature_layer_fid="64",
-    )
-    assert calibrated and mu.shape == (64,)  # a 64-dim layer keeps the CPU eigendecomposition cheap
+    # The same weights saved to a file and loaded (safely) give the same network, now calibrated;
+    # FID against saved statistics equals FID against the images themselves.
+    weights = tmp_path / "inception.pth"
+    torch.save(space.module.state_dict(), weights)
+    from_weights = dataclasses.replace(inception_feature_space(weights, allow_random=False), fid_layer="64")
+    assert from_weights.calibrated and from_weights.extractor != space.extractor
+    mu, sigma = compute_feature_statistics(fake, features=from_weights, batch_size=4, verbose=False,
+                                           save_cpu_ram=True)
+    assert mu.shape == (64,) and sigma.shape == (64, 64)
     stats = save_reference_statistics(tmp_path / "fake.npz", mu, sigma)
-    from_file = compute_fidelity_metrics(
-        folder, inception_weights=weights, allow_random=False, fid_statistics_file=stats, batch_size=4,
-        verbose=False, save_cpu_ram=True, feature_layer_fid="64",
-    )
+    from_file = compute_fidelity_metrics(folder, features=from_weights, fid_statistics_file=stats, batch_size=4,
+                                         verbose=False, save_cpu_ram=True)
     assert from_file["calibrated"] is True
     assert from_file["frechet_inception_distance"] == pytest.approx(direct["frechet_inception_distance"], rel=1e-4)
+    with pytest.raises(ValueError, match="dimension 64"):  # statistics of another layer are refused
+        compute_fidelity_metrics(folder, features=dataclasses.replace(from_weights, fid_layer="192"),
+                                 fid_statistics_file=stats, batch_size=4, verbose=False, save_cpu_ram=True)

@@ -9,11 +9,12 @@ weights with ``FlowMo.save_pretrained`` so ``tokenizer.loading.load_flowmo(run_d
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -22,7 +23,16 @@ from torch import nn
 CHECKPOINTS_DIR = "checkpoints"  # the same names tokenizer.loading parses
 STEP_PREFIX = "step_"
 TRAINING_STATE_FILE = "training_state.pt"
+RUN_CONFIG_FILE = "config.yaml"
 _TMP_MARK = ".tmp-"
+_OLD_MARK = ".old"
+# Options that may change when a run is resumed: where it lives and how it logs, not what it trains.
+RESUME_FREE_KEYS = ("resume", "resume_force", "run_dir", "init_from", "init_weights", "log", "checkpoint",
+                    "data.num_workers")
+
+
+class DiskFullError(OSError):
+    """A checkpoint could not be written because its disk is full (the previous checkpoint is intact)."""
 
 
 # ---------------------------------------------------------------------------- RNG state
@@ -216,13 +226,22 @@ class CheckpointManager:
                 export(tmp)
             _fsync_tree(tmp)
             if final.exists():  # re-saving a step (e.g. the final one after a periodic save)
-                old = self.root / f".{final.name}.old{_TMP_MARK}{os.getpid()}"
+                old = self.root / f".{final.name}{_OLD_MARK}{_TMP_MARK}{os.getpid()}"
                 os.rename(final, old)
                 os.rename(tmp, final)
                 shutil.rmtree(old)
             else:
                 os.rename(tmp, final)
             _fsync_dir(self.root)
+        except (OSError, RuntimeError) as error:
+            if not _disk_full(error):
+                raise
+            previous = self.latest()
+            raise DiskFullError(
+                errno.ENOSPC, f"disk full: checkpoint step {step} could not be written to {self.root} ({error}). "
+                f"The partial copy is removed; the previous checkpoint "
+                f"{previous if previous is not None else '(none yet)'} is intact. Free space on that disk and "
+                "start the same command again to resume") from error
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -230,7 +249,7 @@ class CheckpointManager:
         return final
 
     def prune(self) -> list[Path]:
-        """Delete complete step dirs not kept by the policy, and stale temp dirs of this process."""
+        """Delete complete step dirs not kept by the policy."""
         dirs = self.step_dirs()
         keep = set(dirs[-self.keep_last:])
         if self.keep_every:
@@ -238,6 +257,28 @@ class CheckpointManager:
         removed = [d for d in dirs if d not in keep]
         for d in removed:
             shutil.rmtree(d)
+        return removed
+
+    def remove_stale_temp_dirs(self) -> list[Path]:
+        """Delete the partial step directories (``.step_N.tmp-PID``) of processes killed mid-save.
+
+        Those of a live process (a save in progress) are kept. A ``.step_N.old.tmp-PID`` whose
+        ``step_N`` is missing is the complete checkpoint a killed re-save had moved aside: it is
+        renamed back, not deleted. Returns the removed paths.
+        """
+        if not self.root.is_dir():
+            return []
+        removed = []
+        for path in sorted(self.root.iterdir()):
+            name, _, pid = path.name.rpartition(_TMP_MARK)
+            if not (name.startswith(f".{STEP_PREFIX}") and pid.isdigit()) or _process_alive(int(pid)):
+                continue
+            final = self.root / name[1:].removesuffix(_OLD_MARK)
+            if name.endswith(_OLD_MARK) and not final.exists() and (path / TRAINING_STATE_FILE).is_file():
+                os.rename(path, final)
+                continue
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(path)
         return removed
 
     def resolve_resume(self, resume: str | os.PathLike | None) -> Path | None:
@@ -264,6 +305,111 @@ class CheckpointManager:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: {step_dir} is not a complete checkpoint")
         return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, or torch's zip writer failing on a short write ("unexpected pos N vs M", "file write failed")."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return "unexpected pos" in str(error) or "file write failed" in str(error)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process is not saving now: its temp dirs are leftovers of a reused PID
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+# ---------------------------------------------------------------------------- resuming
+def load_resume_state(manager: CheckpointManager, resume: Any, trainer: str, run_config: Mapping[str, Any],
+                      force: bool = False) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to resume and its training state, checked before any model is built.
+
+    Refuses a checkpoint of the other trainer ("tokenizer" / "generator") and, unless ``force``,
+    one whose saved run config differs from ``run_config`` outside :data:`RESUME_FREE_KEYS`
+    (the message names each differing key). Returns (None, None) when there is nothing to resume.
+    """
+    resume_dir = manager.resolve_resume(resume)
+    if resume_dir is None:
+        return None, None
+    state = CheckpointManager.load_training_state(resume_dir)
+    # Checkpoints written before "trainer" was recorded: only the tokenizer's has a stage.
+    kind = state.get("trainer") or ("tokenizer" if "stage" in state else "generator")
+    if kind != trainer:
+        raise ValueError(f"resume: {resume_dir} is a {kind} training checkpoint, this is {trainer} training; "
+                         f"use resume=none or a run_dir of a {trainer} run")
+    saved = state.get("run_config")
+    if saved is None:
+        print(f"note: {resume_dir} predates recorded run configs; its hyperparameters cannot be compared")
+        return resume_dir, state
+    changed = config_differences(saved, run_config)
+    if changed:
+        lines = "\n  ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        if not force:
+            raise ValueError(f"resume: {resume_dir} was trained with other settings:\n  {lines}\nResume with the "
+                             "same settings, start a new run_dir (or resume=none), or pass resume_force=true to "
+                             "continue with the new ones")
+        print(f"resume_force=true: continuing {resume_dir} with changed settings:\n  {lines}")
+    return resume_dir, state
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
+                       free: tuple[str, ...] = RESUME_FREE_KEYS) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (saved, current)} for every leaf that differs, except keys under ``free``."""
+    old, new = _flatten(saved), _flatten(current)
+    return {key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key) and not any(key == f or key.startswith(f + ".") for f in free)}
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def write_run_config(run_dir: Path, text: str, step: int) -> Path | None:
+    """Write ``run_dir/config.yaml``; a different existing one is first kept as
+    ``config.until_step_N.yaml`` (N: the step this run starts from), which is returned."""
+    from .fileio import atomic_write
+
+    path = run_dir / RUN_CONFIG_FILE
+    kept = None
+    if path.is_file() and path.read_text() != text:
+        kept = path.with_name(f"config.until_{step_dir_name(step)}.yaml")
+        os.replace(path, kept)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    return kept
+
+
+def open_run(run_dir: Path, cfg: Any, trainer: str, is_main: bool,
+             wait: Callable[[], None]) -> tuple[CheckpointManager, Path | None, dict[str, Any] | None]:
+    """What both trainers do before building anything: the run folder's checkpoint manager, stale
+    partial checkpoints of a killed run removed, the resume state loaded and checked against ``cfg``
+    (:func:`load_resume_state`), and ``config.yaml`` written. Returns (manager, resume_dir, state)."""
+    from omegaconf import OmegaConf
+
+    manager = CheckpointManager(run_dir, keep_last=cfg.checkpoint.keep_last, keep_every=cfg.checkpoint.keep_every)
+    if is_main:
+        for path in manager.remove_stale_temp_dirs():
+            print(f"removed {path}: the partial checkpoint of a killed run")
+    wait()
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    resume_dir, state = load_resume_state(manager, cfg.resume, trainer, run_config, cfg.get("resume_force", False))
+    if is_main:
+        kept = write_run_config(run_dir, OmegaConf.to_yaml(cfg, resolve=True), state["step"] if state else 0)
+        if kept is not None:
+            print(f"config.yaml changed; the previous one is kept as {kept}")
+    return manager, resume_dir, state
 
 
 def _fsync_tree(root: Path) -> None:

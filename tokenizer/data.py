@@ -1,14 +1,16 @@
 """Datasets (image folders, the ImageNet tar + JSON index, sklearn digits) and resumable sampling.
 
 Every dataset yields ``(image (3,S,S) float in [-1,1], label int)`` and exposes
-``class_names``, ``num_classes``, ``skipped`` and ``len``. Bad files never crash a run: a
-dataset warns once per file, counts it in ``skipped`` (per process: DataLoader workers keep
-their own counts) and returns the next readable sample, so batch shapes stay fixed.
+``class_names``, ``num_classes``, ``skipped``, ``skipped_files`` and ``len``. Bad files never
+crash a run: a dataset warns once per file, records it in shared memory (so files met by
+DataLoader workers count in the main process too) and returns the next readable sample, so
+batch shapes stay fixed. Evaluation uses ``exact_item`` instead, which never substitutes one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tarfile
 import warnings
@@ -18,10 +20,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .fileio import atomic_write
-from .cli import user_path
+from .cli import loader_workers, user_path
 from .images import ImageDecodeError, load_image, pil_to_tensor
 
 __all__ = [
@@ -56,7 +59,6 @@ class _SkippingImageDataset(Dataset):
         self.max_pixels = max_pixels
         self.hflip = hflip
         self.class_names: list[str] = []
-        self._bad: set[int] = set()
         self.augmentation_key = (0, 0)  # (seed, epoch), set by infinite_batches before each epoch
 
     @property
@@ -77,10 +79,20 @@ class _SkippingImageDataset(Dataset):
         seed, epoch = self.augmentation_key
         return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + index) % 2**63)
 
+    def _share_bad_file_record(self) -> None:
+        """One flag per file in shared memory (called once the file list is known): a worker process
+        that meets an unreadable file marks it for the main process and for later epochs' workers."""
+        self._bad = torch.zeros(len(self), dtype=torch.bool).share_memory_()
+
     @property
     def skipped(self) -> int:
-        """Number of unreadable files met so far (in this process)."""
-        return len(self._bad)
+        """Number of unreadable files met so far (by this process and its DataLoader workers)."""
+        return int(self._bad.sum())
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """The unreadable files met so far, as their error messages name them."""
+        return [self._describe(i) for i in self._bad.nonzero().flatten().tolist()]
 
     def _describe(self, index: int) -> str:
         raise NotImplementedError
@@ -89,23 +101,37 @@ class _SkippingImageDataset(Dataset):
         """(encoded bytes or path, label) of sample ``index``."""
         raise NotImplementedError
 
+    def _decode(self, index: int) -> tuple[Any, int] | None:
+        """(PIL image, label) of file ``index``, or None when it is unreadable (warned about once)."""
+        if self._bad[index]:
+            return None
+        try:
+            source, label = self._read(index)
+            return load_image(source, max_pixels=self.max_pixels, name=self._describe(index)), label
+        except ImageDecodeError as error:
+            self._bad[index] = True
+            warnings.warn(f"skipping unreadable image {error}", RuntimeWarning, stacklevel=3)
+            return None
+
+    def _tensor(self, decoded: tuple[Any, int], index: int) -> tuple[torch.Tensor, int]:
+        img, label = decoded
+        generator = self._augmentation_generator(index)
+        return pil_to_tensor(img, self.image_size, self.train, generator=generator, hflip=self.hflip), label
+
+    def exact_item(self, index: int) -> tuple[torch.Tensor, int] | None:
+        """Sample ``index`` itself, or None when its file is unreadable (then counted in ``skipped``):
+        evaluation must not score a neighbour in its place."""
+        decoded = self._decode(index)
+        return None if decoded is None else self._tensor(decoded, index)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         count = len(self)
         if not 0 <= index < count:
             raise IndexError(f"index {index} out of range for a dataset of {count} images")
         for offset in range(count):
-            candidate = (index + offset) % count
-            if candidate in self._bad:
-                continue
-            try:
-                source, label = self._read(candidate)
-                img = load_image(source, max_pixels=self.max_pixels, name=self._describe(candidate))
-            except ImageDecodeError as error:
-                self._bad.add(candidate)
-                warnings.warn(f"skipping unreadable image {error}", RuntimeWarning, stacklevel=2)
-                continue
-            generator = self._augmentation_generator(index)
-            return pil_to_tensor(img, self.image_size, self.train, generator=generator, hflip=self.hflip), label
+            decoded = self._decode((index + offset) % count)
+            if decoded is not None:
+                return self._tensor(decoded, index)
         raise RuntimeError(f"no readable image in the dataset ({count} files, all unreadable)")
 
 
@@ -153,6 +179,7 @@ class ImageFolderDataset(_SkippingImageDataset):
                 f"no images with extensions {', '.join(extensions)} found in {self.root} "
                 "(expected root/<class name>/<image files>)"
             )
+        self._share_bad_file_record()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -251,6 +278,7 @@ class ImageNetTarDataset(_SkippingImageDataset):
         self.labels = [class_to_id[s] for s in synsets]
         self._file = None
         self._file_pid: int | None = None
+        self._share_bad_file_record()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -284,7 +312,8 @@ class DigitsDataset(Dataset):
     No crops or flips (a flipped digit is another symbol), so ``train`` changes nothing.
     """
 
-    skipped = 0
+    skipped = 0  # generated in memory: nothing is ever unreadable
+    skipped_files: list[str] = []
 
     def __init__(self, split: str, image_size: int, train: bool = False):
         from sklearn.datasets import load_digits
@@ -329,6 +358,30 @@ class DigitsDataset(Dataset):
             )
         return image[0].clamp(-1.0, 1.0).expand(3, -1, -1).contiguous(), int(self.targets[index])
 
+    def exact_item(self, index: int) -> tuple[torch.Tensor, int]:
+        return self[index]
+
+
+def random_affine(images: Tensor, generator: torch.Generator, max_degrees: float = 10.0,
+                  max_scale: float = 0.1, max_shift: float = 0.08, hflip: bool = False) -> Tensor:
+    """Small random rotation, scale and shift (and optional horizontal flip) per image; (B,3,H,W) -> same.
+
+    Shifts are fractions of the image side; the background fill is -1 (black), as in digits.
+    """
+    batch = images.shape[0]
+
+    def uniform(scale: float) -> Tensor:
+        return (torch.rand(batch, generator=generator) * 2 - 1) * scale
+
+    angle = uniform(math.radians(max_degrees))
+    scale = 1.0 + uniform(max_scale)
+    flip = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0) if hflip else torch.ones(batch)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, uniform(2 * max_shift)], 1),
+                         torch.stack([sin * flip, cos, uniform(2 * max_shift)], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images + 1.0, grid, align_corners=False, padding_mode="zeros") - 1.0
+
 
 def evenly_spaced(total: int, count: int) -> list[int]:
     """``min(count, total)`` distinct indices spread evenly over range(total), first and last included.
@@ -355,12 +408,16 @@ class SubsetDataset(Dataset):
     class_names = property(lambda self: self.dataset.class_names)
     num_classes = property(lambda self: self.dataset.num_classes)
     skipped = property(lambda self: self.dataset.skipped)
+    skipped_files = property(lambda self: self.dataset.skipped_files)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.dataset[self.indices[index]]
+
+    def exact_item(self, index: int) -> tuple[torch.Tensor, int] | None:
+        return self.dataset.exact_item(self.indices[index])
 
 
 def _config_value(data_cfg: Mapping, key: str) -> Any:
@@ -535,7 +592,7 @@ def infinite_batches(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            num_workers=num_workers,
+            num_workers=loader_workers(num_workers),
             pin_memory=pin_memory,
             drop_last=True,
             generator=torch.Generator().manual_seed(loader_seed % (2**63)),

@@ -24,12 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointManager, parse_step
+from .cli import check_numbers, feature_space_option, output_directory, resolve_mixed_precision, user_path
 from .fileio import atomic_write
 from .loading import load_flowmo
 from .model import FlowMo
-from .cli import output_directory, resolve_mixed_precision, user_path
 
 METRICS = ("rfid", "psnr", "ssim", "lpips_alex", "lpips_vgg")
+OPTION_RULES = {"subsample": "int >= 1 or null", "batch_size": "int >= 1", "steps": "int >= 1 or null",
+                "cfg": "float >= 0 or null", "seed": "int >= 0", "grid_images": "int >= 1",
+                "max_checkpoints": "int >= 1 or null", "poll_interval_s": "float >= 0", "timeout_s": "float >= 0"}
 
 
 def image_noise(index: int, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -84,6 +87,8 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
         data_cfg["subsample"] = cfg.subsample
     dataset = build_dataset(data_cfg, "val", model.config.image_size, train=False)
     allow = bool(cfg.allow_random_weights)
+    # Built before any reconstruction: missing weights fail now, not after the whole split.
+    features = feature_space_option(cfg) if "rfid" in metrics else None
     lpips_nets = {name: LPIPSMetric(net=name.split("_")[1], backbone_weights=cfg.get(f"{name}_weights"),
                                     allow_random=allow, device=device, option=f"{name}_weights")
                   for name in ("lpips_alex", "lpips_vgg") if name in metrics}
@@ -96,7 +101,12 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     size = model.config.image_size
     batches = [shard[i:i + cfg.batch_size] for i in range(0, len(shard), cfg.batch_size)]
     for batch in tqdm(batches, desc="reconstructing", disable=not accelerator.is_main_process, dynamic_ncols=True):
-        images = torch.stack([dataset[i][0] for i in batch])
+        # An unreadable file is skipped and reported, never replaced by a neighbour (scored twice).
+        items = {i: dataset.exact_item(i) for i in batch}
+        batch = [i for i in batch if items[i] is not None]
+        if not batch:
+            continue
+        images = torch.stack([items[i][0] for i in batch])
         noise = torch.stack([image_noise(i, cfg.seed, (3, size, size)) for i in batch])
         with torch.no_grad(), accelerator.autocast():
             recons = model.reconstruct(images.to(device), steps=cfg.steps, cfg=cfg.cfg, schedule=cfg.schedule,
@@ -116,6 +126,7 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
         if keep:
             shown.append((images[keep], recons[keep]))
     rows = gather_object(rows)
+    skipped_files = sorted(gather_object(list(dataset.skipped_files)))
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return {}
@@ -123,25 +134,32 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     calibrated = {"lpips_alex": lpips_nets["lpips_alex"].calibrated if "lpips_alex" in lpips_nets else True,
                   "lpips_vgg": lpips_nets["lpips_vgg"].calibrated if "lpips_vgg" in lpips_nets else True,
                   "psnr": True, "ssim": True, "bpp": True}
+    if not rows:
+        raise ValueError(f"no readable image in the val split: all {len(skipped_files)} files were unreadable")
     results: dict[str, float] = {name: sum(r[name] for r in rows) / len(rows) for name in metrics if name != "rfid"}
     if "rfid" in metrics:
-        fidelity = compute_fidelity_metrics(str(originals_dir), str(recons_dir), inception_weights=cfg.inception_weights,
-                                            allow_random=allow, batch_size=cfg.batch_size, device=device,
-                                            verbose=False)
+        fidelity = compute_fidelity_metrics(str(originals_dir), str(recons_dir), features=features,
+                                            batch_size=cfg.batch_size, device=device, verbose=False)
         results["rfid"] = float(fidelity[KEY_FID])
         calibrated["rfid"] = bool(fidelity["calibrated"])
     results["bpp"] = model.config.bits_per_pixel
-    lines = [format_metric(name, value, calibrated[name]) for name, value in results.items()]
+    labels = {"rfid": features.metric_name("rFID")} if features is not None else {}
+    lines = [format_metric(labels.get(name, name), value, calibrated[name]) for name, value in results.items()]
     report = {
         "checkpoint": str(cfg.checkpoint), "num_images": len(rows), "image_size": size,
+        "skipped": len(skipped_files), "skipped_files": skipped_files,
         "decoder": {**model.decode_settings(cfg.steps, cfg.cfg, cfg.schedule), "seed": cfg.seed},
         "metrics": results, "calibrated": {k: calibrated[k] for k in results},
+        "feature_space": features.label if features is not None else None,
         "uncalibrated": sorted(k for k in results if not calibrated[k]), "lines": lines,
     }
     save_comparison_grid(torch.cat([o for o, _ in shown]), torch.cat([r for _, r in shown]), out_dir / "comparison.png")
     atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(report, indent=2)))
     for line in lines:
         print(line)
+    if skipped_files:
+        print(f"skipped {len(skipped_files)} unreadable file(s), listed in report.json: {skipped_files[:3]}"
+              + (" ..." if len(skipped_files) > 3 else ""))
     return report
 
 
@@ -200,6 +218,7 @@ def evaluate_continuously(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 def run(cfg: DictConfig) -> Any:
+    check_numbers(cfg, OPTION_RULES)
     return evaluate_continuously(cfg) if cfg.continuous else evaluate(cfg)
 
 

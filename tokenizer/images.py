@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
+# Set in ``info`` of an image whose (partly) transparent pixels load_image put on white, so a UI can say so.
+FLATTENED_ON_WHITE = "flattened_on_white"
 
 # Modes whose pixels are 16-bit unsigned integers; "I" is where Pillow puts 16-bit PNG
 # greyscale on some versions, so it is read as 16-bit too (see _high_bit_depth_to_uint8).
@@ -50,7 +52,10 @@ def _describe(source: ImageSource) -> str:
 def _composite_on_white(img: Image.Image) -> Image.Image:
     rgba = img.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
+    flat = Image.alpha_composite(background, rgba).convert("RGB")
+    if rgba.getchannel("A").getextrema()[0] < 255:
+        flat.info[FLATTENED_ON_WHITE] = True
+    return flat
 
 
 def _high_bit_depth_to_uint8(img: Image.Image) -> Image.Image:

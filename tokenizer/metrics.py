@@ -1,13 +1,13 @@
 """Evaluation metrics: PSNR / SSIM on uint8 pixels, LPIPS, and FID / IS / PRC / KID via torch-fidelity.
 
-Numbers computed with random backbone weights (``allow_random``) carry ``calibrated=False``
-and are printed through :func:`format_metric`, which marks them UNCALIBRATED.
+FID-family metrics take a :class:`~tokenizer.feature_spaces.FeatureSpace` (Inception-v3 or a
+project-trained classifier). Numbers computed with random backbone weights carry
+``calibrated=False`` and are printed through :func:`format_metric`, which marks them UNCALIBRATED.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .cli import loader_workers
+from .feature_spaces import FeatureSpace
 from .fileio import atomic_write
-from .perceptual import build_lpips, resolve_weights
+from .perceptual import build_lpips
 
 __all__ = [
     "psnr",
     "ssim",
     "LPIPSMetric",
     "compute_fidelity_metrics",
-    "compute_inception_statistics",
+    "compute_feature_statistics",
     "save_reference_statistics",
-    "make_random_inception_weights",
-    "random_inception_weights_path",
     "fid_from_statistics",
     "load_reference_statistics",
     "format_metric",
@@ -37,7 +37,6 @@ __all__ = [
 
 UNCALIBRATED_NOTE = " UNCALIBRATED (random backbone weights)"
 KEY_FID = "frechet_inception_distance"
-_INCEPTION_OPTION = "inception_weights"
 
 
 def _to_uint8_values(images: torch.Tensor) -> torch.Tensor:
@@ -127,51 +126,6 @@ class LPIPSMetric:
         return self.model(x, y).flatten().cpu()
 
 
-def _seeded_init_(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """Variance-preserving random init so random Inception features neither vanish nor explode."""
-    for layer in module.modules():
-        if isinstance(layer, torch.nn.Conv2d):
-            fan_in = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1] // layer.groups
-            with torch.no_grad():
-                layer.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=generator)
-        elif isinstance(layer, torch.nn.Linear):
-            with torch.no_grad():
-                layer.weight.normal_(0.0, layer.in_features**-0.5, generator=generator)
-                layer.bias.zero_()
-
-
-def make_random_inception_weights(path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a randomly initialised state dict of torch-fidelity's Inception-v3 feature extractor.
-
-    Features from it make FID computations run end to end without the real weights; the
-    numbers mean nothing and must be reported as UNCALIBRATED.
-    """
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    class _Unloaded(FeatureExtractorInceptionV3):
-        # The parent constructor insists on loading a state dict; keep PyTorch's init instead.
-        def load_state_dict(self, state_dict, strict=True, assign=False):
-            return None
-
-    with tempfile.TemporaryDirectory() as scratch:
-        empty = Path(scratch) / "empty.pth"
-        torch.save({}, empty)
-        network = _Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
-    _seeded_init_(network, torch.Generator().manual_seed(seed))
-    state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def random_inception_weights_path(seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cached random Inception weight file for ``seed``, created on first use."""
-    if cache_dir is None:
-        cache_dir = Path(tempfile.gettempdir()) / "flowmo_uncalibrated"
-    path = Path(cache_dir) / f"inception_v3_random_seed{seed}.pth"
-    if not path.is_file():
-        make_random_inception_weights(path, seed)
-    return path
-
-
 def load_reference_statistics(npz_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(mu (D,), sigma (D,D)) float64 from an .npz with ``mu`` and ``sigma`` (e.g. ADM's reference batch)."""
     path = Path(npz_path)
@@ -204,61 +158,41 @@ def _resolve_device(device: torch.device | str | None) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def _input_statistics(input1: str | Dataset, cache_name: str | None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Inception pool features of input1 through torch-fidelity -> (mu, sigma) float64."""
-    from torch_fidelity.metric_fid import fid_featuresdict_to_statistics
-    from torch_fidelity.utils import (
-        create_feature_extractor,
-        extract_featuresdict_from_input_id_cached,
-        resolve_feature_extractor,
-        resolve_feature_layer_for_metric,
-    )
-
-    kwargs = dict(kwargs, input1=input1, input1_cache_name=cache_name, cache=cache_name is not None)
-    extractor_name = resolve_feature_extractor(**kwargs)
-    layer = resolve_feature_layer_for_metric("fid", **kwargs)
-    extractor = create_feature_extractor(extractor_name, [layer], **kwargs)
-    features = extract_featuresdict_from_input_id_cached(1, extractor, **kwargs)
-    stats = fid_featuresdict_to_statistics(features, layer)
-    return stats["mu"].astype(np.float64), stats["sigma"].astype(np.float64)
+_FIDELITY_WORKERS = 4  # torch-fidelity's DataLoader workers (min(4, 2 x CPUs); not configurable)
 
 
-def compute_inception_statistics(
+def _fidelity_options(features: FeatureSpace, batch_size: int, device: torch.device | str | None, verbose: bool,
+                      save_cpu_ram: bool) -> dict[str, Any]:
+    # cache=False: torch-fidelity unpickles its feature cache with weights_only=False.
+    # torch-fidelity runs 4 DataLoader workers or, with save_cpu_ram, none: none where the machine has fewer.
+    in_process = save_cpu_ram or loader_workers(_FIDELITY_WORKERS) < _FIDELITY_WORKERS
+    return dict(features.fidelity_kwargs(), batch_size=batch_size, cuda=_resolve_device(device), verbose=verbose,
+                save_cpu_ram=in_process, cache=False)
+
+
+def compute_feature_statistics(
     images: str | os.PathLike | Dataset,
     *,
-    inception_weights: str | os.PathLike | None,
-    allow_random: bool,
-    cache_name: str | None = None,
+    features: FeatureSpace,
     batch_size: int = 64,
     device: torch.device | str | None = None,
     verbose: bool = True,
-    random_weights_seed: int = 0,
     save_cpu_ram: bool = False,
-    feature_layer_fid: str = "2048",
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(mu (D,), sigma (D,D), calibrated) of torch-fidelity's Inception features (D = 2048: pool).
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mu (D,), sigma (D,D)) float64 of the FID features of ``features`` (Inception: D = 2048 pool).
 
-    ``images`` is an image folder or a Dataset of uint8 (3,H,W) tensors. Save the result
-    with :func:`save_reference_statistics` to reuse it as a ``fid_statistics_file``.
+    ``images`` is an image folder or a Dataset of uint8 (3,H,W) tensors. Save the result with
+    :func:`save_reference_statistics` to reuse it as a ``fid_statistics_file``.
     """
-    weights = resolve_weights("inception", inception_weights, allow_random, _INCEPTION_OPTION)
-    calibrated = weights is not None
-    if weights is None:
-        weights = random_inception_weights_path(random_weights_seed)
-        if cache_name is not None:
-            cache_name = f"{cache_name}-uncalibrated-seed{random_weights_seed}"
-    mu, sigma = _input_statistics(
-        str(images) if isinstance(images, (str, os.PathLike)) else images,
-        cache_name,
-        feature_extractor="inception-v3-compat",
-        feature_extractor_weights_path=str(weights),
-        batch_size=batch_size,
-        cuda=_resolve_device(device),
-        verbose=verbose,
-        save_cpu_ram=save_cpu_ram,
-        feature_layer_fid=feature_layer_fid,
-    )
-    return mu, sigma, calibrated
+    from torch_fidelity.metric_fid import fid_featuresdict_to_statistics
+    from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id
+
+    kwargs = dict(_fidelity_options(features, batch_size, device, verbose, save_cpu_ram),
+                  input1=str(images) if isinstance(images, (str, os.PathLike)) else images)
+    extractor = create_feature_extractor(features.extractor, [features.fid_layer], **kwargs)
+    featuresdict = extract_featuresdict_from_input_id(1, extractor, **kwargs)
+    stats = fid_featuresdict_to_statistics(featuresdict, features.fid_layer)
+    return stats["mu"].astype(np.float64), stats["sigma"].astype(np.float64)
 
 
 def save_reference_statistics(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -> Path:
@@ -278,68 +212,45 @@ def compute_fidelity_metrics(
     input1: str | os.PathLike | Dataset,
     input2: str | os.PathLike | Dataset | None = None,
     *,
-    inception_weights: str | os.PathLike | None,
-    allow_random: bool,
+    features: FeatureSpace,
     fid: bool = True,
     isc: bool = False,
     prc: bool = False,
     kid: bool = False,
-    cache_name1: str | None = None,
-    cache_name2: str | None = None,
     fid_statistics_file: str | os.PathLike | None = None,
     batch_size: int = 64,
     device: torch.device | str | None = None,
     verbose: bool = True,
-    random_weights_seed: int = 0,
     isc_splits: int = 10,
     kid_subset_size: int = 1000,
     save_cpu_ram: bool = False,
-    feature_layer_fid: str = "2048",
 ) -> dict[str, Any]:
     """FID / IS / PRC / KID of image folders or Datasets of uint8 (3,H,W) tensors, via torch-fidelity.
 
-    ``fid_statistics_file`` (.npz with mu/sigma) replaces ``input2`` for FID against
-    reference statistics. Keys are torch-fidelity's ("frechet_inception_distance",
-    "inception_score_mean", "precision", "recall", "kernel_inception_distance_mean", ...)
-    plus "calibrated". Cache names give torch-fidelity's feature cache entries; with random
-    weights they are suffixed so uncalibrated features never mix with real ones.
-    ``isc_splits`` and ``kid_subset_size`` must not exceed the number of images.
-    ``save_cpu_ram`` reads inputs in the main process (no DataLoader workers).
-    ``feature_layer_fid`` other than "2048" ("64", "192", "768") is for quick smoke runs
-    only (a 2048-dim FID costs a 2048×2048 eigendecomposition): reported FIDs use "2048".
+    ``features`` (:mod:`tokenizer.feature_spaces`) is the network whose features every metric uses.
+    ``fid_statistics_file`` (.npz with mu/sigma) replaces ``input2`` for FID against reference
+    statistics. Keys are torch-fidelity's ("frechet_inception_distance", "inception_score_mean",
+    "precision", "recall", "kernel_inception_distance_mean", ...) plus "calibrated" (False with
+    random weights) and "feature_space" (the space's label). ``isc_splits`` and
+    ``kid_subset_size`` must not exceed the number of images. ``save_cpu_ram`` reads inputs in
+    the main process (no DataLoader workers).
     """
     import torch_fidelity
 
     if not (fid or isc or prc or kid):
         raise ValueError("ask for at least one of fid, isc, prc, kid")
-    weights = resolve_weights("inception", inception_weights, allow_random, _INCEPTION_OPTION)
-    calibrated = weights is not None
-    if weights is None:
-        weights = random_inception_weights_path(random_weights_seed)
-
-    def cache_key(name: str | None) -> str | None:
-        if name is None or calibrated:
-            return name
-        return f"{name}-uncalibrated-seed{random_weights_seed}"
 
     def as_input(value: str | os.PathLike | Dataset) -> str | Dataset:
         return str(value) if isinstance(value, (str, os.PathLike)) else value
 
-    common: dict[str, Any] = {
-        "feature_extractor": "inception-v3-compat",
-        "feature_extractor_weights_path": str(weights),
-        "batch_size": batch_size,
-        "cuda": _resolve_device(device),
-        "verbose": verbose,
-        "save_cpu_ram": save_cpu_ram,
-        "feature_layer_fid": feature_layer_fid,
-    }
+    common = _fidelity_options(features, batch_size, device, verbose, save_cpu_ram)
     results: dict[str, Any] = {}
     pair_fid = fid
     if fid and fid_statistics_file is not None:
         pair_fid = False
         mu_ref, sigma_ref = load_reference_statistics(fid_statistics_file)
-        mu, sigma = _input_statistics(as_input(input1), cache_key(cache_name1), **common)
+        mu, sigma = compute_feature_statistics(input1, features=features, batch_size=batch_size, device=device,
+                                               verbose=verbose, save_cpu_ram=save_cpu_ram)
         if mu.shape != mu_ref.shape:
             raise ValueError(f"{fid_statistics_file}: statistics of dimension {mu_ref.shape[0]}, features have {mu.shape[0]}")
         results[KEY_FID] = fid_from_statistics(mu, sigma, mu_ref, sigma_ref)
@@ -353,11 +264,9 @@ def compute_fidelity_metrics(
         )
         if needs_input2:
             kwargs["input2"] = as_input(input2)
-        for index, name in ((1, cache_name1), (2, cache_name2)):
-            if name is not None:
-                kwargs[f"input{index}_cache_name"] = cache_key(name)
         results.update(torch_fidelity.calculate_metrics(**kwargs))
-    results["calibrated"] = calibrated
+    results["calibrated"] = features.calibrated
+    results["feature_space"] = features.label
     return results
 
 

@@ -9,6 +9,7 @@ numbers are never mistaken for real ones.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from pathlib import Path
 
@@ -77,8 +78,18 @@ def resolve_weights(
 
 
 def load_torchvision_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A torchvision ``.pth`` (a plain state dict) loaded safely onto the CPU."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """A torchvision ``.pth`` (a plain state dict) loaded safely onto the CPU.
+
+    The one loader for weight files the project hands to a network it did not train itself
+    (LPIPS backbones, ResNet-50, Inception-v3): ``weights_only=True``, so a file that would run
+    code when unpickled is refused.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ValueError(f"{path} is not a plain state dict of tensors and was not loaded: unpickling it could run "
+                         f"code ({reason}). Use the original weight file.") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

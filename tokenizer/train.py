@@ -24,15 +24,25 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import EMA, CheckpointManager, capture_rng_state, restore_rng_state
+from .checkpoint import EMA, CheckpointManager, capture_rng_state, open_run, restore_rng_state
 from .config import FlowMoConfig
-from .fileio import atomic_write
 from .loading import load_flowmo
 from .losses import LossWeights, freeze, stage1a_losses, stage1b_losses
 from .model import FlowMo
-from .cli import output_directory, resolve_mixed_precision, user_path
+from .cli import TRAINING_RULES, check_numbers, output_directory, resolve_mixed_precision, user_path
 
 STAGES = ("1a", "1b")
+OPTION_RULES = {
+    **TRAINING_RULES,
+    "train.max_nan_steps": "int >= 1", "train.freeze_encoder_after": "int >= 0 or null",
+    "loss.flow_weight": "float >= 0", "loss.perceptual_weight": "float >= 0", "loss.entropy_weight": "float >= 0",
+    "loss.commitment_weight": "float >= 0", "loss.sample_loss_weight": "float >= 0",
+    "loss.code_dropout": "float in [0, 1]", "loss.logit_normal_prob": "float in [0, 1]",
+    "loss.sample_steps": "int >= 1", "loss.sample_cfg": "float >= 0",
+    "log.images_every": "int >= 0", "log.val_every": "int >= 0", "log.num_images": "int >= 1",
+    "log.num_val_images": "int >= 1", "log.eval_batch_size": "int >= 1", "log.decode_steps": "int >= 1 or null",
+    "log.decode_cfg": "float >= 0 or null", "log.decode_seed": "int >= 0",
+}
 
 
 class TrainingDiverged(RuntimeError):
@@ -155,6 +165,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     from .data import ResumableSampler, build_dataset, infinite_batches
 
+    check_numbers(cfg, OPTION_RULES)
     stage = str(cfg.stage).lower()
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
@@ -166,15 +177,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
     is_main = accelerator.is_main_process
     set_seed(cfg.seed + accelerator.process_index)
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", lambda p: p.write_text(OmegaConf.to_yaml(cfg, resolve=True)))
+    manager, resume_dir, saved = open_run(run_dir, cfg, "tokenizer", is_main, accelerator.wait_for_everyone)
 
     # --- model, EMA, norms
     config = FlowMoConfig.from_dict(OmegaConf.to_container(cfg.tokenizer, resolve=True))
     model = FlowMo(config).to(accelerator.device)
-    manager = CheckpointManager(run_dir, keep_last=cfg.checkpoint.keep_last, keep_every=cfg.checkpoint.keep_every)
-    resume_dir = manager.resolve_resume(cfg.resume)
     if stage == "1b" and resume_dir is None:
         if not cfg.get("init_from"):
             raise ValueError("stage=1b starts from a Stage-1A checkpoint: set init_from=<run dir or step dir>")
@@ -203,7 +210,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     state = _RunState()
     rng_states = None
     if resume_dir is not None:
-        saved = CheckpointManager.load_training_state(resume_dir)
         if saved["architecture_hash"] != config.architecture_hash():
             raise ValueError(f"resume checkpoint {resume_dir} was trained with tokenizer config {saved['config']}, "
                              f"not {config.to_dict()}")
@@ -251,8 +257,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         path = None
         if is_main:
             training_state = {
-                "step": state.step, "stage": stage, "nan_streak": state.nan_streak,
-                "encoder_frozen": state.encoder_frozen, "config": config.to_dict(),
+                "trainer": "tokenizer", "run_config": OmegaConf.to_container(cfg, resolve=True), "step": state.step, "stage": stage,
+                "nan_streak": state.nan_streak, "encoder_frozen": state.encoder_frozen, "config": config.to_dict(),
                 "architecture_hash": config.architecture_hash(),
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -273,6 +279,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     progress = tqdm(total=tcfg.max_steps, initial=state.step, disable=not is_main, desc=f"stage {stage}",
                     dynamic_ncols=True)
     last_checkpoint = None
+    if state.step >= tcfg.max_steps:
+        accelerator.print(f"{run_dir} already finished step {state.step} (train.max_steps={tcfg.max_steps}); "
+                          "raise train.max_steps (with resume_force=true) to train on")
     start_time = time.time()
     while state.step < tcfg.max_steps:
         if stage == "1a" and tcfg.freeze_encoder_after is not None and not state.encoder_frozen \
@@ -306,9 +315,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
                 writer.add_scalar("train/steps_per_s", progress.n / max(time.time() - start_time, 1e-9), state.step)
                 writer.add_scalar("train/skipped", float(not math.isfinite(step_loss)), state.step)
-            if cfg.log.images_every and state.step % cfg.log.images_every == 0:
+            # The last step always logs too, so a short run still ends with a grid and a val line.
+            last = state.step == tcfg.max_steps
+            if cfg.log.images_every and (state.step % cfg.log.images_every == 0 or last):
                 _log_images(cfg, ema, ema_model, val_images, run_dir, writer, state.step)
-            if cfg.log.val_every and state.step % cfg.log.val_every == 0:
+            if cfg.log.val_every and (state.step % cfg.log.val_every == 0 or last):
                 state.val = _validate(cfg, ema, ema_model, val_images, writer, state.step)
 
         if state.nan_streak >= tcfg.max_nan_steps:
@@ -323,8 +334,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     progress.close()
     if writer is not None:
         writer.close()
+    skipped = sorted(set(gather_object(list(dataset.skipped_files))))
+    if skipped:
+        accelerator.print(f"skipped {len(skipped)} unreadable training file(s), each replaced by the next readable "
+                          f"one: {', '.join(skipped[:3])}" + (" ..." if len(skipped) > 3 else ""))
+    # A rerun of a finished run writes nothing new: it reports the checkpoint and grid already there.
+    checkpoint = last_checkpoint or manager.latest()
+    grids = sorted((run_dir / "images").glob("step_*.png"))
     return {"run_dir": str(run_dir), "step": state.step, "losses": state.losses,
-            "checkpoint": str(last_checkpoint) if last_checkpoint else None, "val": state.val}
+            "checkpoint": str(checkpoint) if checkpoint else None, "images": str(grids[-1]) if grids else None,
+            "val": state.val, "skipped": len(skipped)}
 
 
 def _freeze_encoder(model: FlowMo, optimizer: torch.optim.Optimizer, state: _RunState) -> None:
@@ -428,7 +447,8 @@ def _validate(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor, writ
 @hydra.main(version_base="1.3", config_path="../configs", config_name="tokenizer_train")
 def main(cfg: DictConfig) -> None:
     summary = train(cfg)
-    print(f"done: step {summary['step']}, last checkpoint {summary['checkpoint']}")
+    print(f"done: step {summary['step']}; checkpoint {summary['checkpoint']}; "
+          f"reconstructions {summary['images'] or 'none (log.images_every=0)'}")
 
 
 if __name__ == "__main__":
