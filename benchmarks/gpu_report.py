@@ -294,7 +294,7 @@ def authors_rows(args: Namespace, device: torch.device) -> Iterator[Row]:
     try:
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
             reset_peak(device)
-            their_s = timed(lambda: theirs.reconstruct(images), device, args.repeats)
+            their_s = timed(lambda model=theirs: model.reconstruct(images), device, args.repeats)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
         yield failed_row("authors", preset, "released code reconstruct bf16", batch, error)
         return
@@ -311,7 +311,8 @@ def authors_rows(args: Namespace, device: torch.device) -> Iterator[Row]:
         try:
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
                 reset_peak(device)
-                our_s = timed(lambda: ours.reconstruct(images, steps=args.steps, cfg=args.cfg), device, args.repeats)
+                our_s = timed(lambda model=ours: model.reconstruct(images, steps=args.steps, cfg=args.cfg), device,
+                              args.repeats)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
             yield failed_row("authors", preset, setting, batch, error)
             continue
