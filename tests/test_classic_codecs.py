@@ -2,8 +2,6 @@
 
 import io
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from PIL import Image
 from tokenizer import FlowMo, FlowMoConfig
 from tokenizer import classic_codecs as cc
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMALL = dict(image_size=32, patch_size=4, code_length=4, context_dim=12, lfq_bits=6, enc_width=0.5, dec_width=0.5,
              enc_depth=1, dec_depth=1, num_heads=3)
 
@@ -164,13 +161,8 @@ def test_grey_in_grey_out_and_grey_is_checked():
 
 # ------------------------------------------------------------------------------------- benchmark
 @pytest.fixture(scope="module")
-def rate_distortion():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import rate_distortion
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return rate_distortion
+def rate_distortion(benchmark_module):
+    return benchmark_module("rate_distortion")
 
 
 def test_grid_takes_every_class_in_turn(rate_distortion):

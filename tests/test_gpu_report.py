@@ -25,13 +25,8 @@ TOY = ["--presets", "tiny", "--batch-sizes", "1", "--dtypes", "fp32", "--modes",
 
 
 @pytest.fixture(scope="module")
-def gpu_report():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import gpu_report
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return gpu_report
+def gpu_report(benchmark_module):
+    return benchmark_module("gpu_report")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the command measures for minutes")
