@@ -402,12 +402,10 @@ class DemoPipeline:
 
     def generator_defaults(self, generator: str) -> tuple[int, float, float]:
         """(steps, cfg, temperature) a generator samples with unless told otherwise: its saved defaults."""
-        from generator.maskgit import DEFAULT_STEPS
-
         models = self._models
         model = models.generators[self._generator_slot(models, generator)]
         settings = model.sampling_settings()
-        return settings["num_steps"] or DEFAULT_STEPS, settings["cfg_scale"], settings["temperature"]
+        return settings["num_steps"], settings["cfg_scale"], settings["temperature"]
 
     def tokenizer_choices(self) -> list[TokenizerChoice]:
         """Every loaded tokenizer, the main one first."""

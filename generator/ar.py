@@ -73,6 +73,10 @@ class ARTransformer(GeneratorModel):
         accuracy = (logits.argmax(dim=-1) == indices).float().mean()
         return LossOutput(loss, accuracy)
 
+    @property
+    def default_num_steps(self) -> int:
+        return self.seq_len  # one step per token, always
+
     # ------------------------------------------------------------------ incremental decoding
     def new_cache(self) -> KVCache:
         return KVCache(self.config.depth, self.seq_len)

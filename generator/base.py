@@ -123,13 +123,22 @@ class GeneratorModel(nn.Module):
                 "was trained with (or its Stage-1B run, which keeps the encoder)")
 
     # ------------------------------------------------------------------ generation (subclasses)
+    @property
+    def default_num_steps(self) -> int:
+        """Generation steps when neither the caller nor ``config.sampling`` sets them."""
+        raise NotImplementedError
+
     def sampling_settings(self, **overrides: Any) -> dict[str, Any]:
-        """The sampling options ``generate`` uses: each given value, else the saved ``config.sampling``."""
+        """The sampling options ``generate`` uses: each given value, else the saved ``config.sampling``
+        (``num_steps`` falling back to :attr:`default_num_steps`)."""
         defaults = dataclasses.asdict(self.config.sampling)
         unknown = sorted(set(overrides) - set(defaults))
         if unknown:
             raise ValueError(f"unknown sampling option(s) {unknown}; known: {sorted(defaults)}")
-        return {key: defaults[key] if overrides.get(key) is None else overrides[key] for key in defaults}
+        settings = {key: defaults[key] if overrides.get(key) is None else overrides[key] for key in defaults}
+        if settings["num_steps"] is None:
+            settings["num_steps"] = self.default_num_steps
+        return settings
 
     def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None,
                  cfg_scale: float | None = None, temperature: float | None = None, generator: RandomSource = None,

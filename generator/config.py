@@ -30,7 +30,7 @@ class SamplingDefaults:
     """How ``generate`` samples unless told otherwise; saved with the weights, since the setting that
     keeps samples both recognisable and diverse is a property of the trained model."""
 
-    num_steps: int | None = None  # MaskGIT decoding steps; None: the model's DEFAULT_STEPS (AR: always N)
+    num_steps: int | None = None  # MaskGIT decoding steps; None: the model's default_num_steps (AR: always N)
     cfg_scale: float = 1.0
     temperature: float = 1.0
     guidance_schedule: str = "constant"  # MaskGIT: constant | linear | cosine (rising from 1 to cfg_scale)

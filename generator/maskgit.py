@@ -32,6 +32,10 @@ class MaskGIT(GeneratorModel):
         init_weights(self)
 
     @property
+    def default_num_steps(self) -> int:
+        return DEFAULT_STEPS
+
+    @property
     def mask_id(self) -> int:
         return self.vocab_size
 
@@ -82,7 +86,7 @@ class MaskGIT(GeneratorModel):
         """
         settings = self.sampling_settings(num_steps=num_steps, cfg_scale=cfg_scale, temperature=temperature,
                                           guidance_schedule=guidance_schedule, choice_temperature=choice_temperature)
-        num_steps = DEFAULT_STEPS if settings["num_steps"] is None else settings["num_steps"]
+        num_steps = settings["num_steps"]
         cfg_scale, temperature = settings["cfg_scale"], settings["temperature"]
         guidance_schedule, choice_temperature = settings["guidance_schedule"], settings["choice_temperature"]
         if not isinstance(num_steps, int) or num_steps < 1:
