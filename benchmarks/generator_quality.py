@@ -40,7 +40,10 @@ from generator.memorization import exact_copies, load_real_sets, memorization_re
 from tokenizer import load_flowmo  # noqa: E402
 from tokenizer.feature_classifier import FeatureClassifier  # noqa: E402
 from tokenizer.feature_spaces import classifier_feature_space  # noqa: E402
+from tokenizer.train_classifier import accuracy  # noqa: E402
 
+SAMPLING_KEYS = {"maskgit": ("num_steps", "cfg_scale", "temperature", "guidance_schedule", "choice_temperature"),
+                 "ar": ("cfg_scale", "temperature", "top_k", "top_p")}  # the options each model reads
 COLUMNS = ("class acc", "FID", "precision", "recall", "near-dup", "exact copies", "NN-train dist",
            "diversity", "img/s")
 
@@ -70,11 +73,9 @@ def parse_sampling(pairs: list[str]) -> dict[str, object]:
     return options
 
 
-@torch.no_grad()
 def class_accuracy(classifier: FeatureClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
-    predicted = torch.cat([classifier(images[i:i + 256].float() / 127.5 - 1).argmax(-1)
-                           for i in range(0, len(images), 256)])
-    return float((predicted == labels).float().mean())
+    """Accuracy of the metric classifier on uint8 (N,3,H,W) images."""
+    return accuracy(classifier, images.float() / 127.5 - 1, labels)
 
 
 def row(values: dict[str, float], real: dict[str, float] | None = None) -> list[str]:
@@ -125,7 +126,7 @@ def main() -> None:
     overrides = parse_sampling(args.sampling)
 
     print(f"\n{describe()}; {args.per_class} samples per class; features: {features.label} "
-          f"({json.loads((Path(args.classifier) / 'config.json').read_text())['extra'].get('val_accuracy', 0):.4f} "
+          f"({classifier.config.extra.get('val_accuracy', float('nan')):.4f} "
           f"held-out accuracy); decoder: {tokenizer.decode_settings()}")
     print("near-dup, NN-train dist and diversity: generated (real data at the same count per class)\n")
     print("| model | sampling | " + " | ".join(COLUMNS) + " |")
@@ -164,9 +165,7 @@ def main() -> None:
         samples = (torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2), torch.from_numpy(arrays["labels"]).long())
         values = {**report.metrics, **report.memorization, "images_per_second": report.images_per_second,
                   "class_accuracy": class_accuracy(classifier, *samples)}
-        shown = {k: v for k, v in settings.items() if v is not None and not (model.model_type == "ar" and k in (
-            "num_steps", "guidance_schedule", "choice_temperature")) and not (model.model_type == "maskgit" and k in (
-            "top_k", "top_p"))}
+        shown = {k: settings[k] for k in SAMPLING_KEYS[model.model_type] if settings[k] is not None}
         print(f"| {model.model_type} ({path}) | {shown} | " + " | ".join(row(values, values)) + " |")
         verdicts.append(f"{model.model_type}: {verdict(values, ref_values)}")
     print()

@@ -181,15 +181,13 @@ def load_real_sets(data_cfg: dict, image_size: int, *, tokenizer: torch.nn.Modul
     encoding the loaded training images with ``tokenizer``. More than ``max_train_images``
     training images are subsampled evenly (then copies of the others go unseen).
     """
-    from tokenizer.data import build_dataset, evenly_spaced
+    from tokenizer.data import SubsetDataset, build_dataset, stack_dataset
     from tokenizer.images import tensor_to_uint8
 
-    def load(split: str, limit: int | None) -> tuple[Tensor, Tensor]:
+    def load(split: str, limit: int) -> tuple[Tensor, Tensor]:
         """Float images (N,3,H,W) in [-1,1] exactly as the token cache saw them, and labels."""
         dataset = build_dataset({**data_cfg, "subsample": None}, split, image_size, train=False)
-        picks = evenly_spaced(len(dataset), limit) if limit else range(len(dataset))
-        items = [dataset[i] for i in picks]
-        return torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items])
+        return stack_dataset(SubsetDataset(dataset, limit))
 
     train_images, train_labels = load("train", max_train_images)
     heldout_images, _ = load("val", max_train_images)
@@ -203,6 +201,7 @@ def load_real_sets(data_cfg: dict, image_size: int, *, tokenizer: torch.nn.Modul
         with torch.no_grad():
             tokens = torch.cat([tokenizer.tokenize(train_images[i:i + batch_size].to(device)).cpu()
                                 for i in range(0, len(train_images), batch_size)])
+
     def as_uint8(images: Tensor) -> Tensor:
         return tensor_to_uint8(images).permute(0, 3, 1, 2).contiguous()  # tensor_to_uint8 gives (N,H,W,3)
 

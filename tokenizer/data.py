@@ -396,6 +396,12 @@ def evenly_spaced(total: int, count: int) -> list[int]:
     return torch.linspace(0, total - 1, min(count, total)).round().long().unique().tolist()
 
 
+def stack_dataset(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """All (image, label) pairs of a small dataset -> images (N,3,H,W) in [-1,1], labels (N,) int64."""
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
 class SubsetDataset(Dataset):
     """Evenly spaced subset of a dataset (covers every class of a class-sorted dataset)."""
 

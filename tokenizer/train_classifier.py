@@ -19,18 +19,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .cli import user_path
-from .data import random_affine
+from .data import random_affine, stack_dataset
 from .feature_classifier import ClassifierConfig, FeatureClassifier
-
-
-def stack_dataset(dataset: Dataset) -> tuple[Tensor, Tensor]:
-    """All (image, label) pairs of a small dataset -> images (N,3,H,W) in [-1,1], labels (N,) int64."""
-    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
-    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
 
 
 @torch.no_grad()
