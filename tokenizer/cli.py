@@ -33,18 +33,6 @@ def user_path(path: str | os.PathLike) -> Path:
     return Path(path).expanduser()
 
 
-def shipped_path(path: str | os.PathLike) -> Path:
-    """:func:`user_path`, or for a relative path that is not there, the same path under the repository
-    (what the configs' defaults such as ``app/weights/digits_classifier`` name), so an editable install
-    finds the shipped files from any directory."""
-    resolved = user_path(path)
-    if not resolved.exists() and not Path(path).is_absolute():
-        in_repository = Path(__file__).resolve().parents[1] / path
-        if in_repository.exists():
-            return in_repository
-    return resolved
-
-
 def output_directory(explicit: str | os.PathLike | None, option: str) -> Path:
     """The folder a command writes into, as the user typed it (the configs default to timestamped
     folders under outputs/); an unset option is an error, never the working directory."""
@@ -155,6 +143,6 @@ def feature_space_option(cfg: Any) -> Any:
 
     classifier, inception = cfg.get("feature_classifier"), cfg.get("inception_weights")
     return resolve_feature_space(str(cfg.get("features", "auto")),
-                                 classifier=shipped_path(classifier) if classifier else None,
+                                 classifier=user_path(classifier) if classifier else None,
                                  inception_weights=user_path(inception) if inception else None,
                                  allow_random=bool(cfg.get("allow_random_weights", False)))
