@@ -45,8 +45,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 ProgressFn = Callable[[float, str], None]
 MIN_EVAL_SAMPLES = 10  # Inception Score uses 10 splits
-EVAL_METRIC_LABELS = {"fid": "gFID", "isc_mean": "IS", "precision": "precision", "recall": "recall",
-                      "kid_mean": "KID"}
 DIGIT_CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
@@ -484,6 +482,14 @@ class DemoPipeline:
         loaded = ", ".join(f"{name!r} ({TOKENIZER_DOMAINS[name].label})" for name in models.tokenizers)
         raise ValueError(f"tokenizer {tokenizer!r} is not loaded; loaded: {loaded}")
 
+    def _check_generate(self, generator: str, steps: Any, cfg: Any, temperature: Any) -> tuple[int, float, float]:
+        """Generator steps, CFG and temperature, unset ones (None) from the generator's saved defaults."""
+        steps, cfg, temperature = (saved if value is None else value for value, saved in
+                                   zip((steps, cfg, temperature), self.generator_defaults(generator)))
+        return (check_int("generator steps", steps, 1, self.limits.max_generator_steps),
+                check_float("generator CFG", cfg, 0.0, self.limits.max_cfg),
+                check_float("temperature", temperature, 0.0, self.limits.max_temperature, low_inclusive=False))
+
     def _check_decode(self, tokenizer: Any, steps: Any, cfg: Any) -> tuple[int, float]:
         """Decoder steps and CFG, unset ones (None) from the tokenizer's saved defaults."""
         settings = tokenizer.decode_settings(steps, cfg)
@@ -541,11 +547,7 @@ class DemoPipeline:
         if len(class_ids) * per_class > self.limits.max_batch:
             raise ValueError(f"{len(class_ids)} classes × {per_class} samples = {len(class_ids) * per_class} "
                              f"images; at most {self.limits.max_batch} per request (limits.max_batch)")
-        steps, cfg, temperature = (saved if value is None else value for value, saved in
-                                   zip((steps, cfg, temperature), self.generator_defaults(generator)))
-        steps = check_int("generator steps", steps, 1, self.limits.max_generator_steps)
-        cfg = check_float("generator CFG", cfg, 0.0, self.limits.max_cfg)
-        temperature = check_float("temperature", temperature, 0.0, self.limits.max_temperature, low_inclusive=False)
+        steps, cfg, temperature = self._check_generate(generator, steps, cfg, temperature)
         seed = check_int("seed", seed, 0, 2**63 - 1)
         decode_steps, decode_cfg = self._check_decode(models.tokenizer, decode_steps, decode_cfg)
 
@@ -730,7 +732,8 @@ class DemoPipeline:
 
     # ------------------------------------------------------------------ Evaluate
     def evaluate(self, num_samples: int = 50, generator: str = "MaskGIT", steps: int | None = None,
-                 cfg: float | None = None, temperature: float | None = None, decode_steps: int | None = None, decode_cfg: float | None = None,
+                 cfg: float | None = None, temperature: float | None = None, decode_steps: int | None = None,
+                 decode_cfg: float | None = None,
                  seed: int = 0, progress: ProgressFn | None = None) -> EvaluationResult:
         """A small gFID run (FID, IS, precision/recall) through the project's harness.
 
@@ -745,11 +748,7 @@ class DemoPipeline:
         models = self._models
         slot = self._generator_slot(models, generator)
         num_samples = check_int("number of samples", num_samples, MIN_EVAL_SAMPLES, self.limits.max_eval_samples)
-        steps, cfg, temperature = (saved if value is None else value for value, saved in
-                                   zip((steps, cfg, temperature), self.generator_defaults(generator)))
-        steps = check_int("generator steps", steps, 1, self.limits.max_generator_steps)
-        cfg = check_float("generator CFG", cfg, 0.0, self.limits.max_cfg)
-        temperature = check_float("temperature", temperature, 0.0, self.limits.max_temperature, low_inclusive=False)
+        steps, cfg, temperature = self._check_generate(generator, steps, cfg, temperature)
         seed = check_int("seed", seed, 0, 2**63 - 1)
         decode_steps, decode_cfg = self._check_decode(models.tokenizer, decode_steps, decode_cfg)
         reference = self._eval_reference(models)
@@ -782,10 +781,11 @@ class DemoPipeline:
             write_npz=False, progress=progress, verbose=False)
         from generator.gfid import UNCALIBRATED
 
+        from generator.gfid import METRIC_LABELS
         from generator.memorization import MEMORIZATION_LABELS
         from tokenizer.feature_spaces import metric_label
 
-        shown = {key: metric_label(label, report.feature_space) for key, label in EVAL_METRIC_LABELS.items()
+        shown = {key: metric_label(label, report.feature_space) for key, label in METRIC_LABELS.items()
                  if key in report.metrics}
         mark = "" if report.calibrated else f" {UNCALIBRATED}"
         rows = [[label, f"{report.metrics[key]:.4g}{mark}"] for key, label in shown.items()]
@@ -811,7 +811,8 @@ class DemoPipeline:
         classifier = self.settings.feature_classifier
         if classifier is None and models.class_names == DIGIT_CLASS_NAMES:
             classifier = str(DEFAULT_WEIGHTS_DIR / DIGITS_CLASSIFIER_DIR)
-        return resolve_feature_space(self.settings.features, classifier=classifier, inception_weights=self.settings.inception_weights,
+        return resolve_feature_space(self.settings.features, classifier=classifier,
+                                     inception_weights=self.settings.inception_weights,
                                      allow_random=self.settings.allow_random_inception)
 
     def _eval_reference(self, models: LoadedModels) -> str | dict[str, Any]:

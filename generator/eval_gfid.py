@@ -95,7 +95,8 @@ def main(cfg: DictConfig) -> None:
     report = run_gfid(
         autocast_sample_fn, num_samples=cfg.num_samples, num_classes=num_classes, out_dir=out_dir,
         reference=resolve_reference_option(cfg),
-        features=features, memorization=memorization_option(cfg, tokenizer), shard_size=cfg.shard_size, batch_size=cfg.batch_size,
+        features=features, memorization=memorization_option(cfg, tokenizer), shard_size=cfg.shard_size,
+        batch_size=cfg.batch_size,
         seed=cfg.seed, metrics=list(cfg.metrics), class_names=class_names, settings=settings,
         reference_split=cfg.reference_split, max_reference_images=cfg.max_reference_images,
         cache_dir=str(user_path(cfg.cache_dir)) if cfg.cache_dir else default_cache_dir(),

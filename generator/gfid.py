@@ -581,7 +581,8 @@ class GfidReport:
 
 def run_gfid(sample_fn: SampleFn, *, num_samples: int, num_classes: int, out_dir: str | os.PathLike,
              reference: str | os.PathLike | Mapping[str, Any], features: FeatureSpace,
-             memorization: Callable[[int], RealSets] | None = None, shard_size: int = 1000, batch_size: int = 50, seed: int = 0,
+             memorization: Callable[[int], RealSets] | None = None, shard_size: int = 1000,
+             batch_size: int = 50, seed: int = 0,
              metrics: Sequence[str] = ("fid", "isc", "prc"), class_names: Sequence[str] | None = None,
              settings: Mapping[str, Any] | None = None, reference_split: str = "train",
              max_reference_images: int | None = None, cache_dir: str | os.PathLike | None = None,

@@ -59,9 +59,11 @@ def main(cfg: DictConfig) -> None:
     tokenizer = load_tokenizer(cfg.tokenizer, resolve_device(cfg.device))
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     out = user_path(cfg.out) if cfg.out else default_cache_dir(cfg.cache_root, data_cfg["name"], cfg.split,
-                                                                 tokenizer, cfg.flip, cfg.jitter_views, cfg.jitter_strength)
+                                                                 tokenizer, cfg.flip, cfg.jitter_views,
+                                                                 cfg.jitter_strength)
     manifest = build_token_cache(data_cfg, tokenizer, out, split=cfg.split, flip=cfg.flip,
-                                 jitter_views=cfg.jitter_views, jitter_strength=cfg.jitter_strength, shard_size=cfg.shard_size, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+                                 jitter_views=cfg.jitter_views, jitter_strength=cfg.jitter_strength,
+                                 shard_size=cfg.shard_size, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     print(f"token cache: {out} ({manifest.num_items} images x {len(manifest.augmentations)} views, "
           f"{manifest.num_indices} indices of vocab {manifest.vocab_size}, {manifest.num_classes} classes)")
 

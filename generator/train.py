@@ -153,7 +153,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     def save_checkpoint() -> None:
         all_rng = gather_object([capture_rng_state()])
         if is_main:
-            training_state = {"trainer": "generator", "run_config": OmegaConf.to_container(cfg, resolve=True), "step": step, "losses": losses,
+            training_state = {"trainer": "generator", "run_config": OmegaConf.to_container(cfg, resolve=True),
+                              "step": step, "losses": losses,
                               "config": config.to_dict(),
                               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                               "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),

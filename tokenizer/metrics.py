@@ -252,7 +252,8 @@ def compute_fidelity_metrics(
         mu, sigma = compute_feature_statistics(input1, features=features, batch_size=batch_size, device=device,
                                                verbose=verbose, save_cpu_ram=save_cpu_ram)
         if mu.shape != mu_ref.shape:
-            raise ValueError(f"{fid_statistics_file}: statistics of dimension {mu_ref.shape[0]}, features have {mu.shape[0]}")
+            raise ValueError(f"{fid_statistics_file}: statistics of dimension {mu_ref.shape[0]}, "
+                             f"features have {mu.shape[0]}")
         results[KEY_FID] = fid_from_statistics(mu, sigma, mu_ref, sigma_ref)
     needs_input2 = pair_fid or prc or kid
     if needs_input2 and input2 is None:

@@ -257,7 +257,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         path = None
         if is_main:
             training_state = {
-                "trainer": "tokenizer", "run_config": OmegaConf.to_container(cfg, resolve=True), "step": state.step, "stage": stage,
+                "trainer": "tokenizer", "run_config": OmegaConf.to_container(cfg, resolve=True),
+                "step": state.step, "stage": stage,
                 "nan_streak": state.nan_streak, "encoder_frozen": state.encoder_frozen, "config": config.to_dict(),
                 "architecture_hash": config.architecture_hash(),
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
