@@ -74,7 +74,8 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     """
     from accelerate.utils import gather_object
 
-    from .data import build_dataset, evenly_spaced
+    from .data import build_dataset
+    from .data.subsets import evenly_spaced
     from .images import save_comparison_grid
     from .metrics import KEY_FID, LPIPSMetric, compute_fidelity_metrics, format_metric, psnr, ssim
 
@@ -148,7 +149,8 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     report = {
         "checkpoint": str(cfg.checkpoint), "num_images": len(rows), "image_size": size,
         "skipped": len(skipped_files), "skipped_files": skipped_files,
-        "decoder": {**model.decode_settings(cfg.steps, cfg.cfg, cfg.schedule), "seed": cfg.seed},
+        "decoder": {**model.decode_settings(cfg.steps, cfg.cfg, cfg.schedule), "seed": cfg.seed,
+                    "evaluations": model.decode_evaluations(cfg.steps, cfg.cfg, cfg.schedule)},
         "metrics": results, "calibrated": {k: calibrated[k] for k in results},
         "feature_space": features.label if features is not None else None,
         "uncalibrated": sorted(k for k in results if not calibrated[k]), "lines": lines,

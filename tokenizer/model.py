@@ -20,7 +20,7 @@ from .config import FORMAT_VERSION, FlowMoConfig
 from .fileio import atomic_write
 from .layers import patchify, unpatchify
 from .mmdit import MMDiT
-from .sampler import euler_sample, time_grid
+from .sampler import euler_sample, network_evaluations, time_grid
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -171,6 +171,13 @@ class FlowMo(nn.Module):
                 "schedule": defaults.schedule if schedule is None else schedule,
                 "cfg_interval": defaults.cfg_interval if isinstance(cfg_interval, str) and cfg_interval == "default"
                 else cfg_interval}
+
+    def decode_evaluations(self, steps: int | None = None, cfg: float | None = None, schedule: str | None = None,
+                           cfg_interval: tuple[float, float] | None | str = "default") -> int:
+        """Decoder network evaluations per image of :meth:`decode` with these settings (the decode cost)."""
+        settings = self.decode_settings(steps, cfg, schedule, cfg_interval)
+        return network_evaluations(time_grid(settings["steps"], settings["schedule"]), settings["cfg"],
+                                   settings["cfg_interval"])
 
     def reconstruct(self, images: Tensor, **decode_kwargs: Any) -> Tensor:
         """images -> encode -> quantize -> decode."""

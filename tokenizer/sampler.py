@@ -74,6 +74,16 @@ def guided_velocity(velocity: VelocityFn, z: Tensor, code: Tensor, t: Tensor, cf
     return torch.where(active[:, None, None, None], guided, v_cond)
 
 
+def network_evaluations(timesteps: Tensor, cfg: float = 1.0, cfg_interval: tuple[float, float] | None = None) -> int:
+    """Decoder calls per image of :func:`euler_sample` on the grid ``timesteps`` (K + 1,).
+
+    One call per step, plus one unconditional call at every step where guidance is active.
+    """
+    t = timesteps[:-1]
+    guided = int(cfg_active(t, cfg_interval).sum()) if cfg != 1.0 else 0
+    return int(t.numel()) + guided
+
+
 def euler_sample(velocity: VelocityFn, code: Tensor, noise: Tensor, timesteps: Tensor, cfg: float = 1.0,
                  cfg_interval: tuple[float, float] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Tensor:

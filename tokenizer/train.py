@@ -1,7 +1,9 @@
-"""Train a FlowMo tokenizer: Stage 1A (mode matching) or Stage 1B (mode seeking), flowmo.md §3-4.
+"""Train a FlowMo tokenizer: Stage 1A (mode matching), Stage 1B (mode seeking), flowmo.md §3-4,
+or few-step decoding (stage=distill, :mod:`tokenizer.distill`).
 
     python -m tokenizer.train experiment=digits                      # CPU, minutes
     python -m tokenizer.train experiment=digits stage=1b init_from=<stage-1A run dir>
+    python -m tokenizer.train experiment=digits_distill init_from=app/weights/tokenizer
     accelerate launch -m tokenizer.train experiment=imagenet_lo_stage1a
 
 The run directory holds the resolved config, TensorBoard logs (tb/), reconstruction grids
@@ -25,13 +27,15 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import EMA, CheckpointManager, capture_rng_state, open_run, restore_rng_state
-from .config import FlowMoConfig
+from .config import DecodeDefaults, FlowMoConfig
+from .distill import DistillSettings, distill_losses
 from .loading import load_flowmo
 from .losses import LossWeights, freeze, stage1a_losses, stage1b_losses
 from .model import FlowMo
 from .cli import TRAINING_RULES, check_numbers, output_directory, resolve_mixed_precision, user_path
 
-STAGES = ("1a", "1b")
+STAGES = ("1a", "1b", "distill")
+FROZEN_ENCODER_STAGES = ("1b", "distill")
 OPTION_RULES = {
     **TRAINING_RULES,
     "train.max_nan_steps": "int >= 1", "train.freeze_encoder_after": "int >= 0 or null",
@@ -42,6 +46,8 @@ OPTION_RULES = {
     "log.images_every": "int >= 0", "log.val_every": "int >= 0", "log.num_images": "int >= 1",
     "log.num_val_images": "int >= 1", "log.eval_batch_size": "int >= 1", "log.decode_steps": "int >= 1 or null",
     "log.decode_cfg": "float >= 0 or null", "log.decode_seed": "int >= 0",
+    "distill.steps": "int >= 1", "distill.data_weight": "float >= 0", "distill.teacher_weight": "float >= 0",
+    "distill.teacher_steps": "int >= 1", "distill.teacher_cfg": "float >= 0",
 }
 
 
@@ -54,7 +60,8 @@ class TrainingObjective(nn.Module):
     """The model plus its loss, as one module so DDP and autocast wrap a single forward."""
 
     def __init__(self, model: FlowMo, stage: str, weights: LossWeights, loss_cfg: DictConfig,
-                 perceptual: nn.Module | None, sample_perceptual: nn.Module | None):
+                 perceptual: nn.Module | None, sample_perceptual: nn.Module | None,
+                 distill: DistillSettings | None = None, teacher: FlowMo | None = None):
         super().__init__()
         self.model = model
         self.stage = stage
@@ -62,12 +69,18 @@ class TrainingObjective(nn.Module):
         self.loss_cfg = loss_cfg
         self.perceptual = perceptual
         self.sample_perceptual = sample_perceptual
+        self.distill = distill
+        self.teacher = teacher
 
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         common = dict(code_dropout=self.loss_cfg.code_dropout, logit_normal_prob=self.loss_cfg.logit_normal_prob,
                       logit_normal_mean=self.loss_cfg.logit_normal_mean)
         if self.stage == "1a":
             return stage1a_losses(self.model, images, self.weights, self.perceptual, **common)
+        if self.stage == "distill":
+            return distill_losses(self.model, images, self.distill, self.sample_perceptual, self.teacher,
+                                  self.weights, self.perceptual, checkpoint=self.loss_cfg.checkpoint_sampler,
+                                  **common)
         return stage1b_losses(self.model, images, self.weights, self.sample_perceptual, self.perceptual,
                               sample_steps=self.loss_cfg.sample_steps, sample_cfg=self.loss_cfg.sample_cfg,
                               sample_grid=self.loss_cfg.sample_grid,
@@ -132,10 +145,11 @@ def loss_weights(loss_cfg: DictConfig) -> LossWeights:
                        sample=loss_cfg.sample_loss_weight)
 
 
-def load_initial_weights(model: FlowMo, path: str, which: str) -> None:
-    """Stage 1B start: copy weights (``ema`` export or ``raw`` training weights) of a Stage-1A run."""
+def load_initial_weights(model: FlowMo, path: str, which: str, preset: str | None = None) -> None:
+    """Stage 1B / distill start: copy weights (``ema`` export or ``raw`` training weights) of a trained
+    tokenizer: a run, step or save_pretrained directory, or a released .pth (``preset`` names its config)."""
     if which == "ema":
-        source = load_flowmo(path)
+        source = load_flowmo(path, config=preset)
         if source.config.architecture_hash() != model.config.architecture_hash():
             raise ValueError(f"init_from={path} holds a tokenizer with config {source.config.to_dict()}, which "
                              f"differs from tokenizer={model.config.to_dict()}: pick the matching tokenizer= config")
@@ -146,6 +160,14 @@ def load_initial_weights(model: FlowMo, path: str, which: str) -> None:
         model.load_state_dict(state["model"])
     else:
         raise ValueError(f"init_weights must be 'ema' or 'raw', got {which!r}")
+
+
+def _load_teacher(path: str, cfg: DictConfig, config: FlowMoConfig, device: torch.device) -> FlowMo:
+    """The frozen teacher of stage=distill: the tokenizer ``init_from`` names, in eval mode."""
+    teacher = FlowMo(config)
+    load_initial_weights(teacher, path, cfg.init_weights, cfg.get("init_preset"))
+    freeze(teacher)
+    return teacher.to(device).eval()
 
 
 # ---------------------------------------------------------------------------- the run
@@ -181,11 +203,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     # --- model, EMA, norms
     config = FlowMoConfig.from_dict(OmegaConf.to_container(cfg.tokenizer, resolve=True))
+    distill = teacher = None
+    if stage == "distill":
+        distill = DistillSettings(**OmegaConf.to_container(cfg.distill, resolve=True))
+        # The exported student decodes with the sampler it was trained through, by default.
+        config.decode = DecodeDefaults(steps=distill.steps, cfg=1.0, schedule=distill.schedule,
+                                       cfg_interval=config.decode.cfg_interval)
     model = FlowMo(config).to(accelerator.device)
-    if stage == "1b" and resume_dir is None:
+    if stage in FROZEN_ENCODER_STAGES:
         if not cfg.get("init_from"):
-            raise ValueError("stage=1b starts from a Stage-1A checkpoint: set init_from=<run dir or step dir>")
-        load_initial_weights(model, str(user_path(cfg.init_from)), cfg.init_weights)
+            raise ValueError(f"stage={stage} starts from a trained tokenizer: set init_from=<run dir, step dir, "
+                             "save_pretrained dir or released .pth with init_preset=>")
+        source = str(user_path(cfg.init_from))
+        if resume_dir is None:
+            load_initial_weights(model, source, cfg.init_weights, cfg.get("init_preset"))
+        if distill is not None and distill.needs_teacher:
+            teacher = _load_teacher(source, cfg, config, accelerator.device)
     for name in unused_parameter_names(model):
         model.get_parameter(name).requires_grad_(False)
     norm_weights = block_linear_weights(model)
@@ -226,19 +259,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         state.encoder_frozen = saved["encoder_frozen"]
         rng_states = saved["rng"]
         accelerator.print(f"resumed from {resume_dir} at step {state.step}")
-    if stage == "1b" or state.encoder_frozen:
+    if stage in FROZEN_ENCODER_STAGES or state.encoder_frozen:
         _freeze_encoder(model, optimizer, state)
 
     optimizer = accelerator.prepare_optimizer(optimizer)
     weights = loss_weights(lcfg)
     perceptual = build_perceptual(lcfg.perceptual, lcfg.get("perceptual_weights"), cfg.allow_random_weights)
     sample_perceptual = None
-    if stage == "1b":
+    if stage in FROZEN_ENCODER_STAGES:
         sample_perceptual = build_perceptual(lcfg.sample_perceptual, lcfg.get("sample_perceptual_weights"),
                                              cfg.allow_random_weights)
         if sample_perceptual is None:
-            raise ValueError("stage=1b needs a sample-level loss: set loss.sample_perceptual to lpips|resnet50|mse")
-    objective = TrainingObjective(model, stage, weights, lcfg, perceptual, sample_perceptual).to(accelerator.device)
+            raise ValueError(f"stage={stage} needs a sample-level loss: set loss.sample_perceptual to "
+                             "lpips|resnet50|mse")
+    objective = TrainingObjective(model, stage, weights, lcfg, perceptual, sample_perceptual, distill,
+                                  teacher).to(accelerator.device)
     wrapped = accelerator.prepare_model(objective)
     ema_model = ema.averaged_model(model) if is_main else None
 
@@ -387,7 +422,8 @@ def _optimizer_step(accelerator: Any, wrapped: nn.Module, optimizer: Any, batche
 def _fixed_val_images(cfg: DictConfig, image_size: int) -> Tensor:
     """``log.num_val_images`` validation images spread over the whole split, so over every class
     (fixed across the run), (N, 3, S, S)."""
-    from .data import build_dataset, evenly_spaced
+    from .data import build_dataset
+    from .data.subsets import evenly_spaced
 
     dataset = build_dataset(cfg.data, "val", image_size, train=False)
     return torch.stack([dataset[i][0] for i in evenly_spaced(len(dataset), cfg.log.num_val_images)])
@@ -408,7 +444,7 @@ def _reconstruct(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor) -
 
 def _log_images(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor, run_dir: Path, writer: Any,
                 step: int) -> None:
-    from .data import evenly_spaced
+    from .data.subsets import evenly_spaced
     from .images import make_grid_image, save_comparison_grid
 
     shown = images[evenly_spaced(len(images), cfg.log.num_images)]
