@@ -21,7 +21,9 @@ def _optional_path(value: str | bool | None) -> str | bool | None:
 def main(cfg: DictConfig) -> None:
     # Heavy imports after argument parsing so `--help` and typos answer at once.
     from .limits import DemoLimits
-    from .pipeline import DEFAULT_WEIGHTS_DIR, DemoPipeline, DemoSettings
+    from .models import DEFAULT_WEIGHTS_DIR
+    from .pipeline import DemoPipeline
+    from .settings import DemoSettings
     from .ui import SamplingDefaults, build_demo, launch
 
     limits = DemoLimits.from_mapping(OmegaConf.to_container(cfg.limits))

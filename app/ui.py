@@ -13,7 +13,8 @@ from typing import Any, Callable, Mapping
 
 import gradio as gr
 
-from .pipeline import EXAMPLES_DIR, DemoPipeline, TokenizerChoice
+from .models import EXAMPLES_DIR, TokenizerChoice
+from .pipeline import DemoPipeline
 
 log = logging.getLogger(__name__)
 

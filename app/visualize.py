@@ -1,14 +1,24 @@
-"""Pictures of what the models produce: token heatmaps and metric plots (PIL images)."""
+"""Pictures of what the models produce: display-size images, token heatmaps and maps, metric plots (PIL)."""
 
 from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from PIL import Image
 from torch import Tensor
+
+DISPLAY_MIN_SIZE = 128  # grids show digits-sized images at least this large
+
+
+def for_display(images: Tensor, min_size: int = DISPLAY_MIN_SIZE) -> Tensor:
+    """Upscale small images (B, 3, H, W) by an integer factor (nearest) so pixels stay visible."""
+    factor = -(-min_size // images.shape[-1])
+    if factor <= 1:
+        return images
+    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -36,6 +46,16 @@ def token_heatmaps(indices: Tensor, vocab_size: int, cell: int = 8, colormap: st
     return image * 2 - 1
 
 
+def token_map(tokenizer: Any, indices: Tensor, nrow: int, labels: list[str]) -> Image.Image:
+    """Indices (B, N) as labelled heatmaps, laid out like the grid of their images."""
+    from tokenizer.images import make_grid_image
+
+    _, cols = grid_shape(indices.shape[1])
+    cell = max(2, -(-DISPLAY_MIN_SIZE // cols))
+    return make_grid_image(token_heatmaps(indices, tokenizer.config.vocab_size, cell=cell),
+                           nrow=nrow, labels=labels)
+
+
 def figure_to_image(figure) -> Image.Image:
     """Render a matplotlib Figure to an RGB PIL image and close it."""
     import matplotlib.pyplot as plt
@@ -51,6 +71,8 @@ def metrics_bar_plot(values: dict[str, float], title: str, calibrated: bool) -> 
     """A bar per metric, its value written on the bar; UNCALIBRATED in red across the title."""
     import matplotlib
 
+    from generator.gfid import UNCALIBRATED
+
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
@@ -60,7 +82,7 @@ def metrics_bar_plot(values: dict[str, float], title: str, calibrated: bool) -> 
     for bar, name in zip(bars, names):
         axis.annotate(f"{values[name]:.4g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                       ha="center", va="bottom", fontsize=9)
-    axis.set_title(title if calibrated else f"{title}\nUNCALIBRATED (random Inception weights)",
+    axis.set_title(title if calibrated else f"{title}\n{UNCALIBRATED}",
                    color="black" if calibrated else "#c00000", fontsize=10)
     axis.spines[["top", "right"]].set_visible(False)
     return figure_to_image(figure)

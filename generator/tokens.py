@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from tokenizer.cli import loader_workers
-from tokenizer.data import random_affine
+from tokenizer.data.augment import random_affine
 from tokenizer.fileio import atomic_write
 
 MANIFEST_FILE = "manifest.json"

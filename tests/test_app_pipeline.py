@@ -15,9 +15,10 @@ from PIL import Image
 
 from app import token_edits
 from app.limits import DemoLimits, check_float, check_int
-from app.pipeline import (DEFAULT_WEIGHTS_DIR, EXAMPLES_DIR, DemoPipeline, DemoSettings, for_display,
-                          load_models)
-from app.visualize import grid_shape, token_heatmaps
+from app.models import DEFAULT_WEIGHTS_DIR, EXAMPLES_DIR, load_models
+from app.pipeline import DemoPipeline
+from app.settings import DemoSettings
+from app.visualize import for_display, grid_shape, token_heatmaps
 
 from app_helpers import DIGIT_NAMES, MAIN_DECODE, PHOTO_DECODE, make_demo_weights, make_photo_tokenizer
 

@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from app.limits import DemoLimits
-from app.pipeline import EXAMPLES_DIR, DemoPipeline, DemoSettings
+from app.models import EXAMPLES_DIR
+from app.pipeline import DemoPipeline
+from app.settings import DemoSettings
 
 from app_helpers import DIGIT_NAMES, MAIN_DECODE, PHOTO_DECODE, free_port, make_demo_weights
 

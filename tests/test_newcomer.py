@@ -16,7 +16,9 @@ import torch
 from PIL import Image
 
 from app.limits import DemoLimits
-from app.pipeline import DISPLAY_MIN_SIZE, DemoPipeline, DemoSettings
+from app.pipeline import DemoPipeline
+from app.settings import DemoSettings
+from app.visualize import DISPLAY_MIN_SIZE
 
 from app_helpers import free_port, make_demo_weights
 

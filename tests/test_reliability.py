@@ -23,9 +23,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-import app.pipeline as pipeline_module
+import app.models as models_module
 import tokenizer.train as tokenizer_train
-from app.pipeline import DemoPipeline, DemoSettings, load_models
+from app.models import load_models
+from app.pipeline import DemoPipeline
+from app.settings import DemoSettings
 from generator import GeneratorConfig, MaskGIT
 from generator.tokens import encoder_fingerprint
 from tokenizer import FlowMo
@@ -99,14 +101,14 @@ def test_failed_picker_load_frees_what_it_built(tmp_path, monkeypatch):
     make_demo_weights(tmp_path / "allowed" / "stale", tokenizer_hash="0123456789abcdef")  # fits no tokenizer
     demo = DemoPipeline.load(weights_dir=allowed, settings=DemoSettings(model_dirs=(str(allowed),)))
     built = []
-    real = pipeline_module._load_tokenizer
+    real = models_module._load_tokenizer
 
     def tracked(*args, **kwargs):
         model = real(*args, **kwargs)
         built.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(pipeline_module, "_load_tokenizer", tracked)
+    monkeypatch.setattr(models_module, "_load_tokenizer", tracked)
     before = demo.models
     with pytest.raises(ValueError, match="does not fit the loaded tokenizer") as caught:
         demo.reload("tokenizer", None, "stale/maskgit")

@@ -22,7 +22,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .cli import user_path
-from .data import random_affine, stack_dataset
+from .data.augment import random_affine
+from .data.subsets import stack_dataset
 from .feature_classifier import ClassifierConfig, FeatureClassifier
 
 

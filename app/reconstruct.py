@@ -1,0 +1,108 @@
+"""The Reconstruct tab: an image -> tokens -> reconstruction, with PSNR, LPIPS, bits per pixel and decode time."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .checks import check_decode, check_seed, image_tensor
+from .decoding import ProgressFn, decode
+from .limits import DemoLimits
+from .models import TOKENIZER_DOMAINS, LoadedModels
+from .settings import DemoSettings
+from .visualize import for_display, token_map
+
+
+@dataclass
+class ReconstructionResult:
+    """What one Reconstruct request returns."""
+
+    original: Tensor  # (1, 3, H, W) the resized, centre-cropped input
+    reconstruction: Tensor  # (1, 3, H, W)
+    indices: Tensor  # (1, N)
+    psnr: float
+    lpips: float | None  # None: no LPIPS backbone configured
+    lpips_calibrated: bool
+    bits_per_pixel: float
+    bits: int  # bits in the token sequence of one image
+    comparison: Image.Image  # original | reconstruction
+    token_map: Image.Image
+    tokenizer: str  # the label of the tokenizer used
+    decode_steps: int
+    decode_cfg: float
+    decode_ms: float  # wall time of the decoder alone
+    notes: list[str] = field(default_factory=list)  # what was done to the input (e.g. transparency flattened)
+
+    def metrics_rows(self) -> list[list[str]]:
+        """[metric, value] rows for a table; LPIPS says why it is missing or that it is uncalibrated."""
+        from tokenizer.metrics import UNCALIBRATED_NOTE
+
+        if self.lpips is None:
+            lpips = "unavailable (set lpips.weights=/path/to/backbone.pth, or lpips.allow_random=true)"
+        elif self.lpips_calibrated:
+            lpips = f"{self.lpips:.4f}"
+        else:
+            lpips = f"{self.lpips:.4f}{UNCALIBRATED_NOTE}"
+        return [["PSNR (dB)", f"{self.psnr:.2f}"], ["LPIPS", lpips],
+                ["BPP", f"{self.bits_per_pixel:.4f}"], ["bits used", str(self.bits)],
+                ["tokenizer", self.tokenizer], ["decoder", f"{self.decode_steps} steps, CFG {self.decode_cfg:g}"],
+                ["decode time (ms)", f"{self.decode_ms:.0f}"]] + [["note", note] for note in self.notes]
+
+
+def build_lpips_metric(settings: DemoSettings, device: torch.device) -> Any:
+    """The configured LPIPS metric, or None when no backbone weights are configured."""
+    if settings.lpips_weights is None and not settings.allow_random_lpips:
+        return None
+    from tokenizer.metrics import LPIPSMetric
+
+    return LPIPSMetric(net=settings.lpips_net, backbone_weights=settings.lpips_weights,
+                       allow_random=settings.allow_random_lpips, device=device, option="lpips.weights")
+
+
+def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable[[], Any], image: Any,
+                decode_steps: int | None = None, decode_cfg: float | None = None, seed: int = 0,
+                tokenizer: str | None = None, progress: ProgressFn | None = None) -> ReconstructionResult:
+    """Image (path, bytes or PIL) -> tokens -> reconstruction, with PSNR, LPIPS, BPP and decode time.
+
+    ``tokenizer``: a loaded tokenizer's API name or label ("photos", "Photo tokenizer"); None: the main one.
+    ``lpips_metric()`` gives the LPIPS metric or None; it is asked for after decoding, so bad input never
+    costs loading its backbone.
+    """
+    from tokenizer.images import make_grid_image
+    from tokenizer.metrics import psnr
+
+    name = models.resolve_tokenizer(tokenizer)
+    flowmo = models.tokenizers[name]
+    decode_steps, decode_cfg = check_decode(limits, flowmo, decode_steps, decode_cfg)
+    seed = check_seed(seed)
+    notes: list[str] = []
+    original = image_tensor(limits, flowmo, image, "image", notes)
+    if progress is not None:
+        progress(0.0, "encoding")
+    with torch.inference_mode():
+        indices = flowmo.tokenize(original)
+    start = time.perf_counter()
+    recon = decode(flowmo, indices, decode_steps, decode_cfg, seed, progress, (0.1, 0.95))
+    decode_ms = (time.perf_counter() - start) * 1000  # decode ends with a copy to the CPU, so CUDA is done
+    original = original.float().cpu()
+    metric = lpips_metric()
+    lpips_value, calibrated = None, False
+    if metric is not None:
+        with torch.inference_mode():
+            lpips_value = float(metric(original, recon).mean())
+        calibrated = bool(metric.calibrated)
+    tok = flowmo.config
+    return ReconstructionResult(
+        original=original, reconstruction=recon, indices=indices.cpu(),
+        psnr=float(psnr(original, recon).mean()), lpips=lpips_value, lpips_calibrated=calibrated,
+        bits_per_pixel=tok.bits_per_pixel, bits=tok.code_length * tok.context_dim,
+        comparison=make_grid_image(for_display(torch.cat([original, recon])), nrow=2,
+                                   labels=["original", "reconstruction"]),
+        token_map=token_map(flowmo, indices.cpu(), 1, ["tokens"]),
+        tokenizer=TOKENIZER_DOMAINS[name].label, decode_steps=decode_steps, decode_cfg=decode_cfg,
+        decode_ms=decode_ms, notes=notes)

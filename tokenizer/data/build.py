@@ -1,0 +1,74 @@
+"""``build_dataset``: the dataset a ``data`` config names (configs/data/*.yaml), for one split."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from ..cli import user_path
+from .digits import DigitsDataset
+from .folder import ImageFolderDataset
+from .imagenet_tar import ImageNetTarDataset
+from .subsets import SubsetDataset
+
+
+def _config_value(data_cfg: Mapping, key: str) -> Any:
+    """``data_cfg[key]`` or None; an OmegaConf "???" (mandatory, unset) also reads as None."""
+    try:
+        return data_cfg.get(key)
+    except Exception as error:
+        if type(error).__name__ == "MissingMandatoryValue":
+            return None
+        raise
+
+
+def _required_path(data_cfg: Mapping, key: str) -> Path:
+    value = _config_value(data_cfg, key)
+    if value in (None, "", "???"):
+        raise ValueError(f"data.{key} is not set: pass data.{key}=/path/to/... on the command line")
+    path = user_path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"data.{key} does not exist: {path}")
+    return path
+
+
+def build_dataset(data_cfg: Mapping, split: str, image_size: int, train: bool) -> Dataset:
+    """The dataset named by ``data_cfg["name"]`` ("imagefolder", "imagenet_tar", "digits").
+
+    ``split`` is "train" or "val". Keys per name: imagefolder ``root`` / ``val_root``;
+    imagenet_tar ``train_tar``, ``train_index``, ``val_tar``, ``val_index`` and optional
+    ``class_index``; all: optional ``subsample`` (N evenly spaced images of the val split),
+    ``max_pixels``, ``hflip`` (random horizontal flips when ``train``).
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    name = data_cfg.get("name")
+    max_pixels = _config_value(data_cfg, "max_pixels")
+    common = {
+        "max_pixels": int(max_pixels) if max_pixels is not None else None,
+        "hflip": bool(_config_value(data_cfg, "hflip")),
+    }
+    if name == "digits":
+        dataset: Dataset = DigitsDataset(split, image_size, train)
+    elif name == "imagefolder":
+        key = "root" if split == "train" else "val_root"
+        dataset = ImageFolderDataset(_required_path(data_cfg, key), image_size, train, **common)
+    elif name == "imagenet_tar":
+        class_index = _config_value(data_cfg, "class_index")
+        dataset = ImageNetTarDataset(
+            _required_path(data_cfg, f"{split}_tar"),
+            _required_path(data_cfg, f"{split}_index"),
+            image_size,
+            train,
+            class_index_path=_required_path(data_cfg, "class_index") if class_index else None,
+            **common,
+        )
+    else:
+        raise ValueError(f"unknown dataset name {name!r}: expected 'imagefolder', 'imagenet_tar' or 'digits'")
+    subsample = _config_value(data_cfg, "subsample")
+    if subsample is not None and split != "train":
+        dataset = SubsetDataset(dataset, int(subsample))
+    return dataset
