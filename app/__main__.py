@@ -7,7 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def _path(value: str | None) -> str | None:
-    from tokenizer.cli import user_path
+    from runkit.cli import user_path
 
     return str(user_path(value)) if value not in (None, "") else None
 

@@ -61,7 +61,7 @@ def check_decode(limits: DemoLimits, tokenizer: Any, steps: Any, cfg: Any) -> tu
 def image_tensor(limits: DemoLimits, tokenizer: Any, image: Any, name: str, notes: list[str] | None = None) -> Tensor:
     """A path / bytes / PIL image -> (1, 3, S, S) in [-1, 1] on the tokenizer's device; what was done
     to the picture on the way (transparency flattened on white) is appended to ``notes``."""
-    from tokenizer.images import FLATTENED_ON_WHITE, load_image, pil_to_tensor
+    from runkit.images import FLATTENED_ON_WHITE, load_image, pil_to_tensor
 
     if image is None or (isinstance(image, str) and not image.strip()):
         raise ValueError(f"{name}: upload an image or pick an example")

@@ -40,7 +40,7 @@ def edit_tokens(models: LoadedModels, limits: DemoLimits, image_a: Any, image_b:
     swap: A and B exchange positions [start, end); randomize: ``fraction`` of A's positions get
     random indices; mix: each position from B with probability ``alpha``, else from A.
     """
-    from tokenizer.images import make_grid_image
+    from runkit.images import make_grid_image
 
     tok = models.tokenizer.config
     if operation not in TOKEN_OPERATIONS:

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from tokenizer.data.digits import DIGIT_NAMES
+from tokenizer import DIGIT_NAMES
 
 from .checks import check_decode, check_generate, check_seed
 from .decoding import ProgressFn
@@ -102,7 +102,7 @@ def _report_table(report: Any, title: str) -> tuple[list[list[str]], Image.Image
     beside its real-data baseline, run facts) and a bar plot of the fidelity numbers."""
     from generator.gfid import METRIC_LABELS, UNCALIBRATED
     from generator.memorization import MEMORIZATION_LABELS
-    from tokenizer.feature_spaces import metric_label
+    from evaluation.feature_spaces import metric_label
 
     shown = {key: metric_label(label, report.feature_space) for key, label in METRIC_LABELS.items()
              if key in report.metrics}
@@ -121,7 +121,7 @@ def _report_table(report: Any, title: str) -> tuple[list[list[str]], Image.Image
 
 def _features(models: LoadedModels, settings: DemoSettings) -> Any:
     """The configured classifier, the embedded digits classifier for digits models, else Inception-v3."""
-    from tokenizer.feature_spaces import resolve_feature_space
+    from evaluation.feature_spaces import resolve_feature_space
 
     classifier = settings.feature_classifier
     if classifier is None and models.class_names == DIGIT_NAMES:

@@ -53,7 +53,7 @@ def generate(models: LoadedModels, limits: DemoLimits, work_dir: Path, classes: 
     Generator and decoder settings left None come from the models' saved defaults (as everywhere here);
     the downloads go to a folder of their own under ``work_dir``.
     """
-    from tokenizer.images import make_grid_image
+    from runkit.images import make_grid_image
 
     start = time.perf_counter()
     slot = models.resolve_generator(generator)
@@ -96,7 +96,7 @@ def save_generation(work_dir: Path, images: Tensor, indices: Tensor, class_ids: 
     """The downloads of one request, in a folder of its own: the images at their own size (the grid
     ``generator.sample out=`` writes) and their token indices with class ids (its ``save_indices=``)."""
     from generator.sample import save_indices
-    from tokenizer.images import save_image_grid
+    from runkit.images import save_image_grid
 
     root = work_dir / "generate"
     root.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,9 @@
 
 The embedded digits models in ``app/weights/`` load by default, or any checkpoint a user points
 at. An extra photo tokenizer (``app/weights/photo_tokenizer/`` when it is there) is offered for
-reconstruction only: no generator was trained on its tokens.
+reconstruction only: no generator was trained on its tokens. Where an embedded tokenizer has a
+distilled few-step version beside it (``<name>_distilled/``: same encoder, same tokens, a decoder
+trained to sample in 1-2 network evaluations), the demo loads that one.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from typing import Any
 
 import torch
 
-from tokenizer.data.digits import DIGIT_NAMES
+from tokenizer import DIGIT_NAMES
 
 from .settings import DemoSettings
 
 APP_DIR = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS_DIR = APP_DIR / "weights"
 PHOTO_TOKENIZER_DIR = "photo_tokenizer"  # the embedded photo tokenizer, under the weights dir
+DISTILLED_SUFFIX = "_distilled"  # <tokenizer dir>_distilled: its few-step student (stage=distill)
 DIGITS_CLASSIFIER_DIR = "digits_classifier"  # the metric classifier of the digits data, under the weights dir
 EXAMPLES_DIR = APP_DIR / "examples"
 
@@ -125,6 +128,12 @@ def tokenizer_choice(models: LoadedModels, tokenizer: str | None = None) -> Toke
                            decode_steps=defaults.steps, decode_cfg=defaults.cfg)
 
 
+def embedded_tokenizer_dir(weights_dir: Path, name: str) -> Path:
+    """``weights_dir/name``, or its distilled few-step version ``name_distilled`` when that is there."""
+    distilled = weights_dir / f"{name}{DISTILLED_SUFFIX}"
+    return distilled if distilled.is_dir() else weights_dir / name
+
+
 def _load_tokenizer(path: str | Path, preset: str | None, device: torch.device, dtype: torch.dtype,
                     option: str = "tokenizer.checkpoint=<dir or .pth>"):
     from tokenizer import load_flowmo
@@ -172,7 +181,7 @@ def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | Non
     sources: dict[str, str | Path] = {}
     embedded = tokenizer in (None, "")
     if embedded:
-        tokenizer = weights_dir / "tokenizer"
+        tokenizer = embedded_tokenizer_dir(weights_dir, "tokenizer")
         if not tokenizer.is_dir():
             raise FileNotFoundError(f"embedded demo weights not found: {tokenizer} is missing. Point the demo at "
                                     "your models (tokenizer.checkpoint=... generator.maskgit=... generator.ar=...)")
@@ -197,7 +206,7 @@ def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | Non
     class_names = next(iter(class_lists.values()), [])
     extra_sources: dict[str, str | Path] = {}
     if photo_tokenizer is None and (weights_dir / PHOTO_TOKENIZER_DIR).is_dir():
-        extra_sources["photos"] = weights_dir / PHOTO_TOKENIZER_DIR
+        extra_sources["photos"] = embedded_tokenizer_dir(weights_dir, PHOTO_TOKENIZER_DIR)
     elif photo_tokenizer not in (None, False, ""):
         extra_sources["photos"] = photo_tokenizer
     extras = {name: _load_tokenizer(path, None, device, dtype, option="tokenizer.photo_checkpoint=<dir> or false")
@@ -223,7 +232,7 @@ def status_line(models: LoadedModels, settings: DemoSettings) -> str:
         tok = model.config
         parts.append(f"{TOKENIZER_DOMAINS[name].label} {_count_parameters(model) / 1e6:.2f}M params "
                      f"({sources[name]}): {tok.image_size}px, {tok.num_indices} tokens × vocab {tok.vocab_size}, "
-                     f"{tok.bits_per_pixel:.4f} BPP")
+                     f"{tok.bits_per_pixel:.4f} BPP, decodes in {model.decode_evaluations()} network evaluations")
     for slot, model in models.generators.items():
         parts.append(f"{GENERATOR_LABELS[slot]} {_count_parameters(model) / 1e6:.2f}M params")
     parts.append(f"{models.num_classes} classes" if models.generators else "no generator loaded")

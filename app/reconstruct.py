@@ -36,11 +36,12 @@ class ReconstructionResult:
     decode_steps: int
     decode_cfg: float
     decode_ms: float  # wall time of the decoder alone
+    decode_evaluations: int  # decoder network calls per image: the decode cost
     notes: list[str] = field(default_factory=list)  # what was done to the input (e.g. transparency flattened)
 
     def metrics_rows(self) -> list[list[str]]:
         """[metric, value] rows for a table; LPIPS says why it is missing or that it is uncalibrated."""
-        from tokenizer.metrics import UNCALIBRATED_NOTE
+        from evaluation.metrics import UNCALIBRATED_NOTE
 
         if self.lpips is None:
             lpips = "unavailable (set lpips.weights=/path/to/backbone.pth, or lpips.allow_random=true)"
@@ -50,7 +51,8 @@ class ReconstructionResult:
             lpips = f"{self.lpips:.4f}{UNCALIBRATED_NOTE}"
         return [["PSNR (dB)", f"{self.psnr:.2f}"], ["LPIPS", lpips],
                 ["BPP", f"{self.bits_per_pixel:.4f}"], ["bits used", str(self.bits)],
-                ["tokenizer", self.tokenizer], ["decoder", f"{self.decode_steps} steps, CFG {self.decode_cfg:g}"],
+                ["tokenizer", self.tokenizer], ["decoder", f"{self.decode_steps} steps, CFG {self.decode_cfg:g}, "
+                                                          f"{self.decode_evaluations} network evaluations"],
                 ["decode time (ms)", f"{self.decode_ms:.0f}"]] + [["note", note] for note in self.notes]
 
 
@@ -58,7 +60,7 @@ def build_lpips_metric(settings: DemoSettings, device: torch.device) -> Any:
     """The configured LPIPS metric, or None when no backbone weights are configured."""
     if settings.lpips_weights is None and not settings.allow_random_lpips:
         return None
-    from tokenizer.metrics import LPIPSMetric
+    from evaluation.metrics import LPIPSMetric
 
     return LPIPSMetric(net=settings.lpips_net, backbone_weights=settings.lpips_weights,
                        allow_random=settings.allow_random_lpips, device=device, option="lpips.weights")
@@ -73,8 +75,8 @@ def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable
     ``lpips_metric()`` gives the LPIPS metric or None; it is asked for after decoding, so bad input never
     costs loading its backbone.
     """
-    from tokenizer.images import make_grid_image
-    from tokenizer.metrics import psnr
+    from runkit.images import make_grid_image
+    from evaluation.metrics import psnr
 
     name = models.resolve_tokenizer(tokenizer)
     flowmo = models.tokenizers[name]
@@ -105,4 +107,4 @@ def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable
                                    labels=["original", "reconstruction"]),
         token_map=token_map(flowmo, indices.cpu(), 1, ["tokens"]),
         tokenizer=TOKENIZER_DOMAINS[name].label, decode_steps=decode_steps, decode_cfg=decode_cfg,
-        decode_ms=decode_ms, notes=notes)
+        decode_ms=decode_ms, decode_evaluations=flowmo.decode_evaluations(decode_steps, decode_cfg), notes=notes)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tokenizer.cli import resolve_device
+from runkit.cli import resolve_device
 
 from .limits import DemoLimits
 

@@ -48,7 +48,7 @@ def token_heatmaps(indices: Tensor, vocab_size: int, cell: int = 8, colormap: st
 
 def token_map(tokenizer: Any, indices: Tensor, nrow: int, labels: list[str]) -> Image.Image:
     """Indices (B, N) as labelled heatmaps, laid out like the grid of their images."""
-    from tokenizer.images import make_grid_image
+    from runkit.images import make_grid_image
 
     _, cols = grid_shape(indices.shape[1])
     cell = max(2, -(-DISPLAY_MIN_SIZE // cols))

@@ -33,14 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hardware import describe  # noqa: E402
 
+from evaluation.feature_classifier import FeatureClassifier  # noqa: E402
+from evaluation.feature_spaces import classifier_feature_space  # noqa: E402
+from evaluation.train_classifier import accuracy  # noqa: E402
 from generator import load_generator  # noqa: E402
 from generator.gfid import (SamplePlan, ShardStore, compute_metrics, make_sample_fn,  # noqa: E402
                             resolve_reference, run_gfid)
 from generator.memorization import exact_copies, load_real_sets, memorization_report, per_class_subset  # noqa: E402
 from tokenizer import load_flowmo  # noqa: E402
-from tokenizer.feature_classifier import FeatureClassifier  # noqa: E402
-from tokenizer.feature_spaces import classifier_feature_space  # noqa: E402
-from tokenizer.train_classifier import accuracy  # noqa: E402
 
 SAMPLING_KEYS = {"maskgit": ("num_steps", "cfg_scale", "temperature", "guidance_schedule", "choice_temperature"),
                  "ar": ("cfg_scale", "temperature", "top_k", "top_p")}  # the options each model reads

@@ -60,10 +60,13 @@ def main() -> None:
             misses.append((prompt, vocab.class_names[class_id], [vocab.class_names[i] for i in ranked[:3]]))
 
     n = len(rows)
-    print(f"hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    print(f"hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"python {platform.python_version()}")
     print(f"vocabulary: {vocab}, threshold {vocab.threshold}, loaded in {load_s * 1000:.0f} ms")
-    print(f"{'prompts':>8} | {'top-1':>6} | {'top-5':>6} | {'no match':>8} | {'ms/match (mean)':>15} | {'ms/match (max)':>14}")
-    print(f"{n:>8} | {top1 / n:>6.1%} | {top5 / n:>6.1%} | {rejected:>8} | {1000 * sum(seconds) / n:>15.2f} | {1000 * max(seconds):>14.2f}")
+    print(f"{'prompts':>8} | {'top-1':>6} | {'top-5':>6} | {'no match':>8} | {'ms/match (mean)':>15} | "
+          f"{'ms/match (max)':>14}")
+    print(f"{n:>8} | {top1 / n:>6.1%} | {top5 / n:>6.1%} | {rejected:>8} | {1000 * sum(seconds) / n:>15.2f} | "
+          f"{1000 * max(seconds):>14.2f}")
     if args.show_misses:
         for prompt, want, got in misses:
             print(f"  miss: {prompt!r}: want {want!r}, got {got}")

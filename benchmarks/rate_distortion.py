@@ -28,13 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tokenizer import FlowMo, load_flowmo
+from evaluation.metrics import LPIPSMetric, psnr, ssim
+from runkit.fileio import atomic_write
+from runkit.images import make_grid_image, tensor_to_uint8, uint8_to_tensor
+from tokenizer import FlowMo, build_dataset, load_flowmo
 from tokenizer import classic_codecs as codecs
-from tokenizer.data import build_dataset
 from tokenizer.eval import image_noise
-from tokenizer.fileio import atomic_write
-from tokenizer.images import make_grid_image, tensor_to_uint8, uint8_to_tensor
-from tokenizer.metrics import LPIPSMetric, psnr, ssim
 
 from hardware import describe  # benchmarks/hardware.py, beside this script
 

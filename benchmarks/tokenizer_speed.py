@@ -90,10 +90,11 @@ def main() -> None:
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    models = {path: load_flowmo(path) for path in args.checkpoint} or {args.preset: FlowMo(FlowMoConfig.preset(args.preset))}
+    models = {path: load_flowmo(path) for path in args.checkpoint} \
+        or {args.preset: FlowMo(FlowMoConfig.preset(args.preset))}
     print(f"on {device} [{describe(device)}]; dtype {args.dtype}, batch {args.batch_size}, compile {args.compile}, "
           f"median of {args.repeats}")
-    header = (f"| {'model':<28} | {'path':<18} | {'evals/image':>11} | {'images/s':>10} | {'s/image':>9} "
+    header = (f"| {'model':<34} | {'path':<20} | {'evals/image':>11} | {'images/s':>10} | {'s/image':>9} "
               f"| {'peak MiB (' + peak_memory_kind(device) + ')':>24} | {'speed-up':>8} |")
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
@@ -106,12 +107,12 @@ def main() -> None:
         images = torch.rand(args.batch_size, 3, config.image_size, config.image_size, device=device) * 2 - 1
         encode_seconds, encode_memory = measure(model, images, 1, 1.0, args.repeats, args.dtype)["encode"]
         label = f"{Path(name).name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M)"
-        print(f"| {label:<28} | {'encode':<18} | {'-':>11} | {args.batch_size / encode_seconds:>10.2f} "
+        print(f"| {label:<34} | {'encode':<20} | {'-':>11} | {args.batch_size / encode_seconds:>10.2f} "
               f"| {encode_seconds / args.batch_size:>9.4f} | {encode_memory:>24,.0f} | {'':>8} |")
         for row in decode_rows(model, images, args.modes, args.repeats, args.dtype):
             first = first or row["seconds"]
             path = f"decode {row['steps']} st cfg {row['cfg']:g}"
-            print(f"| {label:<28} | {path:<18} | {row['evaluations']:>11} | {args.batch_size / row['seconds']:>10.2f} "
+            print(f"| {label:<34} | {path:<20} | {row['evaluations']:>11} | {args.batch_size / row['seconds']:>10.2f} "
                   f"| {row['seconds'] / args.batch_size:>9.4f} | {row['memory']:>24,.0f} "
                   f"| {first / row['seconds']:>7.1f}x |")
 

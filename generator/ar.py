@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import GeneratorModel, LossOutput
+from .base import GeneratorModel, LossOutput, register_generator
 from .config import GeneratorConfig
 from .sampling import RandomSource, apply_guidance, sample_top_k_top_p
 from .transformer import ClassEmbedding, Transformer, drop_labels, init_weights
@@ -41,6 +41,7 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
+@register_generator
 class ARTransformer(GeneratorModel):
     """Decoder-only transformer: position 0 holds the class embedding, position i+1 token i."""
 
@@ -125,7 +126,8 @@ class ARTransformer(GeneratorModel):
             logits = logits.float()
             if guided:
                 logits = apply_guidance(*logits.chunk(2), cfg_scale)
-            tokens = torch.cat([tokens, sample_top_k_top_p(logits, temperature, top_k, top_p, generator)[:, None]], dim=1)
+            sampled = sample_top_k_top_p(logits, temperature, top_k, top_p, generator)
+            tokens = torch.cat([tokens, sampled[:, None]], dim=1)
             if progress is not None:
                 progress(position + 1, self.seq_len)
         return tokens

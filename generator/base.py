@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from tokenizer.fileio import atomic_write
+from runkit.pretrained import CONFIG_FILE, Pretrained
 
-from .attention import BACKENDS
+from .attention import check_kernel, resolve_backend
 from .config import FORMAT_VERSION, GeneratorConfig
 from .sampling import RandomSource
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 class LossOutput(NamedTuple):
@@ -26,10 +21,12 @@ class LossOutput(NamedTuple):
     accuracy: Tensor  # scalar, top-1 on the positions the loss counts
 
 
-class GeneratorModel(nn.Module):
+class GeneratorModel(Pretrained, nn.Module):
     """Base class of :class:`MaskGIT` and :class:`ARTransformer` (not used directly)."""
 
     model_type: str = ""
+    format_version = FORMAT_VERSION
+    pretrained_kind = "generator"
 
     def __init__(self, config: GeneratorConfig):
         super().__init__()
@@ -65,10 +62,11 @@ class GeneratorModel(nn.Module):
 
     # ------------------------------------------------------------------ runtime switches
     def set_attention_backend(self, backend: str) -> None:
-        """"auto" | "xformers" | "sdpa" for every attention layer."""
-        if backend not in BACKENDS:
-            raise ValueError(f"attention backend {backend!r} is unknown; choose one of {list(BACKENDS)}")
-        self.transformer.attention_backend = backend
+        """"auto" | "xformers" | "sdpa" for every attention layer, kept in ``config.attention_backend`` (so it
+        is saved); an unknown name, or xformers where it cannot run on the model's device, raises here."""
+        check_kernel(resolve_backend(backend, self.device), self.device)
+        self.config.attention_backend = backend
+        self.transformer.set_attention_backend(backend)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         self.transformer.gradient_checkpointing = enabled
@@ -149,64 +147,37 @@ class GeneratorModel(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json (model type, sizes, classes, tokenizer hash) + model.safetensors."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
-        atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
-        return directory
+    def pretrained_record(self) -> dict[str, Any]:
+        """config.json: model type, sizes, classes, tokenizer hash."""
+        return {"model_type": self.model_type, "config": self.config.to_dict()}
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike,
-                        map_location: str | torch.device = "cpu") -> "GeneratorModel":
-        """Load a directory written by :meth:`save_pretrained` (the base class picks MaskGIT or AR)."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config, model_type = read_config(directory)
-        model_cls = model_class(model_type)
+    def from_record(cls, record: dict[str, Any], directory: Path) -> "GeneratorModel":
+        """The base class picks MaskGIT or AR from the record; a subclass loads only its own kind."""
+        if "model_type" not in record or "config" not in record:
+            raise ValueError(f"{directory / CONFIG_FILE} is not a generator config (no 'model_type'/'config' keys)")
+        model_cls = model_class(record["model_type"])
         if cls is not GeneratorModel and model_cls is not cls:
-            raise ValueError(f"{directory} holds a {model_type!r} generator, not a {cls.model_type!r} one; "
+            raise ValueError(f"{directory} holds a {record['model_type']!r} generator, not a {cls.model_type!r} one; "
                              "use generator.load_generator to load either")
-        model = model_cls(config)
-        state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
-        expected = model.state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-        if missing or unexpected or wrong:
-            raise ValueError(f"{directory / WEIGHTS_FILE} does not match its config: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
-        model.load_state_dict(state)
-        return model.to(map_location)
+        return model_cls(GeneratorConfig.from_dict(record["config"]))
 
 
-def read_config(directory: Path) -> tuple[GeneratorConfig, str]:
-    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found (a saved generator has {CONFIG_FILE} and {WEIGHTS_FILE})")
-    meta = json.loads(config_path.read_text())
-    if "model_type" not in meta or "config" not in meta:
-        raise ValueError(f"{config_path} is not a generator config (no 'model_type'/'config' keys)")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{config_path} has format_version {meta.get('format_version')}, this code reads "
-                         f"{FORMAT_VERSION}: re-export the weights with the current code")
-    return GeneratorConfig.from_dict(meta["config"]), meta["model_type"]
+# model_type -> class, filled by @register_generator on MaskGIT and ARTransformer. The generator package
+# imports both, so the registry is complete whenever any generator module has been imported.
+_MODEL_CLASSES: dict[str, type[GeneratorModel]] = {}
+
+
+def register_generator(cls: type[GeneratorModel]) -> type[GeneratorModel]:
+    """Class decorator: ``from_pretrained`` and ``build_generator`` find ``cls`` by its ``model_type``."""
+    _MODEL_CLASSES[cls.model_type] = cls
+    return cls
 
 
 def model_class(model_type: str) -> type[GeneratorModel]:
-    from .ar import ARTransformer
-    from .maskgit import MaskGIT
-
-    classes = {MaskGIT.model_type: MaskGIT, ARTransformer.model_type: ARTransformer}
-    if model_type not in classes:
-        raise ValueError(f"unknown generator model type {model_type!r}; choose one of {sorted(classes)}")
-    return classes[model_type]
+    if model_type not in _MODEL_CLASSES:
+        raise ValueError(f"unknown generator model type {model_type!r}; choose one of {sorted(_MODEL_CLASSES)}")
+    return _MODEL_CLASSES[model_type]
 
 
 def build_generator(config: GeneratorConfig) -> GeneratorModel:

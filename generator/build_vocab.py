@@ -20,19 +20,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from generator.prompts import (
-    BUILTIN_SETTINGS,
-    VOCAB_DIR,
-    ClassEntry,
-    ClassVocabulary,
-    VocabSettings,
-    build_record,
-    classes_from_names,
-    digits_classes,
-    imagenet_classes,
-    read_synset_names,
-    train_piece_model,
-)
+from generator.prompts import ClassEntry, ClassVocabulary
+from generator.prompts.classes import (VOCAB_DIR, classes_from_names, digits_classes, imagenet_classes,
+                                       read_synset_names)
+from generator.prompts.training import BUILTIN_SETTINGS, VocabSettings, build_record, train_piece_model
 
 
 def folder_class_names(root: str | os.PathLike) -> list[str]:
@@ -67,7 +58,8 @@ def check_vocabulary(vocab: ClassVocabulary, model_path: Path) -> list[str]:
     """Differences between a freshly built vocabulary and the files at ``model_path`` (empty: identical)."""
     shipped = json.loads(model_path.with_suffix(".json").read_text(encoding="utf-8"))
     fresh = build_record(vocab.name, vocab.classes, vocab.settings, vocab.model_proto)
-    problems = [f"{key} differs" for key in ("classes_sha256", "training_text_sha256", "settings") if shipped[key] != fresh[key]]
+    problems = [f"{key} differs" for key in ("classes_sha256", "training_text_sha256", "settings")
+                if shipped[key] != fresh[key]]
     if shipped["model_sha256"] != fresh["model_sha256"]:
         problems.append(
             f"model_sha256 differs (shipped with sentencepiece {shipped['sentencepiece_version']}, "

@@ -11,8 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from tokenizer.config import dataclass_from_dict
+from runkit.config import dataclass_from_dict
 
+from .attention import BACKENDS
 from .sampling import GUIDANCE_SCHEDULES
 
 # Bumped whenever a code change alters what a given state dict computes.
@@ -84,6 +85,9 @@ class GeneratorConfig:
     # (None in generators trained before it was recorded, or on a cache that lacks it)
     tokenizer_fingerprint: str | None = None
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)  # generate() defaults, not architecture
+    # The attention backend asked for (auto | xformers | sdpa): a runtime choice, not architecture, saved so a
+    # loaded model runs as it was set (set_attention_backend); configs written before it existed read "auto".
+    attention_backend: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (training provenance)
 
     def __post_init__(self) -> None:
@@ -114,7 +118,7 @@ class GeneratorConfig:
             return ValueError(f"invalid GeneratorConfig: {msg}")
 
         for name, allowed in (("model", MODEL_TYPES), ("norm", NORMS), ("positions", POSITIONS), ("mlp", MLPS),
-                              ("token_layout", TOKEN_LAYOUTS)):
+                              ("token_layout", TOKEN_LAYOUTS), ("attention_backend", BACKENDS)):
             if getattr(self, name) not in allowed:
                 raise bad(f"{name}={getattr(self, name)!r}; choose one of {list(allowed)}")
         for name in ("seq_len", "vocab_size", "num_classes", "width", "depth", "num_heads", "mlp_multiple_of"):

@@ -12,8 +12,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from tokenizer.cli import (SAMPLING_RULES, check_numbers, feature_space_option, output_directory,
-                           resolve_mixed_precision, user_path)
+from evaluation.feature_spaces import feature_space_option
+from runkit.cli import SAMPLING_RULES, check_numbers, output_directory, resolve_mixed_precision, user_path
 
 from .gfid import default_cache_dir, make_sample_fn, run_gfid
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
-from tokenizer.loading import CHECKPOINTS_DIR, STEP_PREFIX, latest_step_dir
+from runkit.checkpoint import CHECKPOINTS_DIR, STEP_PREFIX, latest_step_dir
+from runkit.pretrained import CONFIG_FILE
 
-from .base import CONFIG_FILE, GeneratorModel
+from .base import GeneratorModel
 
 
 def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> GeneratorModel:
@@ -20,7 +21,7 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
         raise FileNotFoundError(f"generator checkpoint {path} not found (expected a directory with {CONFIG_FILE} "
                                 f"or a training run with {CHECKPOINTS_DIR}/{STEP_PREFIX}*)")
     if not (path / CONFIG_FILE).is_file():
-        step_dir = latest_step_dir(path)
+        step_dir = latest_step_dir(path, marker=CONFIG_FILE)
         if step_dir is None:
             raise FileNotFoundError(f"{path} is neither a saved generator ({CONFIG_FILE} + weights) nor a training "
                                     f"run with complete {CHECKPOINTS_DIR}/{STEP_PREFIX}* directories")

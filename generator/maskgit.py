@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import GeneratorModel, LossOutput
+from .base import GeneratorModel, LossOutput, register_generator
 from .config import GeneratorConfig
 from .sampling import (RandomSource, apply_guidance, guidance_scale, masked_after_step, sample_from_logits,
                        select_to_remask, training_mask)
@@ -17,6 +17,7 @@ from .transformer import ClassEmbedding, Transformer, drop_labels, init_weights
 DEFAULT_STEPS = 12
 
 
+@register_generator
 class MaskGIT(GeneratorModel):
     """[class] + N token embeddings (MASK id = vocab_size) -> logits over the vocabulary at every position."""
 

@@ -16,8 +16,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tokenizer.fileio import atomic_write
-from tokenizer.cli import SAMPLING_RULES, check_numbers, resolve_device, resolve_mixed_precision, user_path
+from runkit.fileio import atomic_write
+from runkit.cli import SAMPLING_RULES, check_numbers, resolve_device, resolve_mixed_precision, user_path
 
 from .base import GeneratorModel
 from .loading import load_generator
@@ -60,7 +60,7 @@ def save_indices(path: str | os.PathLike, indices: torch.Tensor, class_ids: Sequ
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="generator_sample")
 def main(cfg: DictConfig) -> None:
-    from tokenizer.images import save_image_grid
+    from runkit.images import save_image_grid
 
     check_numbers(cfg, OPTION_RULES)
     device = resolve_device(cfg.device)

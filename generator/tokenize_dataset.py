@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tokenizer import FlowMo, load_flowmo
-from tokenizer.cli import resolve_device, user_path
+from runkit.cli import resolve_device, user_path
 
 from .tokens import TokenCacheManifest, encoder_fingerprint, tokenize_to_cache
 
@@ -45,7 +45,7 @@ def build_token_cache(data_cfg: Mapping[str, Any], tokenizer: FlowMo, out: str |
                       shard_size: int = 10_000, batch_size: int = 64,
                       num_workers: int = 0) -> TokenCacheManifest:
     """Build (or finish) the token cache of ``split`` of the dataset ``data_cfg`` in ``out``."""
-    from tokenizer.data import build_dataset
+    from tokenizer import build_dataset
 
     dataset = build_dataset(data_cfg, split, image_size=tokenizer.config.image_size, train=False)
     return tokenize_to_cache(tokenizer, dataset, out, class_names=list(dataset.class_names), flip=flip,

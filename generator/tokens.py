@@ -25,9 +25,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from tokenizer.cli import loader_workers
-from tokenizer.data.augment import random_affine
-from tokenizer.fileio import atomic_write
+from runkit.cli import loader_workers
+from runkit.fileio import atomic_write
+from tokenizer import random_affine
 
 MANIFEST_FILE = "manifest.json"
 CACHE_FORMAT_VERSION = 1
@@ -156,7 +156,7 @@ def tokenize_to_cache(tokenizer: Any, dataset: Dataset, directory: str | os.Path
     ``directory``; finished shards of an earlier run with the same settings are skipped.
 
     ``jitter_views`` adds that many copies of each image under a small random rotation, scale and
-    shift (:func:`tokenizer.data.random_affine` at ``jitter_strength`` times its default range of
+    shift (:func:`tokenizer.random_affine` at ``jitter_strength`` times its default range of
     10°, 10 % and 8 % of the side; seeded per shard): more distinct token sequences for a small
     dataset, so a generator learns the class rather than its few images. Too strong a jitter
     moves the learnt distribution away from the data's own (centred digits).

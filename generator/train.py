@@ -4,27 +4,26 @@
     python -m generator.train generator=ar_b tokens.cache=tokens/imagenet_lo tokenizer.checkpoint=...
     accelerate launch --multi_gpu --num_processes 8 -m generator.train experiment=imagenet_lo_maskgit
 
-Setup -> data -> loop (accumulate, step, EMA, log) -> sample grids -> atomic checkpoints.
-Every checkpoint directory also holds the EMA generator as ``save_pretrained`` writes it, so
-``generator.load_generator(run_dir)`` loads the newest one.
+The loop, checkpoints and exact resume are :mod:`runkit.training`'s; this module holds the token
+data, the optimizer and schedule, and the sample grids. Every checkpoint directory also holds the
+EMA generator as ``save_pretrained`` writes it, so ``generator.load_generator(run_dir)`` loads the
+newest one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
-from tqdm.auto import tqdm
+from torch import Tensor, nn
 
-from tokenizer.checkpoint import EMA, capture_rng_state, open_run, restore_rng_state
-from tokenizer.cli import TRAINING_RULES, check_numbers, output_directory, resolve_mixed_precision, user_path
+from runkit.cli import TRAINING_RULES, user_path
+from runkit.ema import EMA
+from runkit.training import Trainer, done_line, open_training_run
 
 from .base import GeneratorModel, build_generator
 from .config import GeneratorConfig
@@ -97,22 +96,51 @@ def resolve_token_cache(cfg: DictConfig, is_main: bool, wait: Any) -> Path:
     return path
 
 
+class GeneratorTrainer(Trainer):
+    """The generator's part of the loop: cached token batches in, the model's training loss, sample grids."""
+
+    name = "generator"
+    shown_terms = ("accuracy",)
+
+    def __init__(self, run: Any, model: GeneratorModel, ema: EMA, optimizer: Any, scheduler: Any, *,
+                 config: GeneratorConfig, batches: TokenBatches) -> None:
+        super().__init__(run, model, ema, optimizer, scheduler)
+        self.progress_label = f"train {config.model}"
+        self.config, self.batches = config, batches
+        self.tokenizer: Any = None  # loaded for the first sample grid
+
+    def micro_batch(self, micro: int) -> tuple[Tensor, Tensor]:
+        # Batches are indexed by position, so a resumed run reads exactly the ones it would have.
+        indices, labels = self.batches.batch(self.step * self.cfg.train.grad_accum + micro)
+        return indices.to(self.accelerator.device), labels.to(self.accelerator.device)
+
+    def compute_loss(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        out = self.model.training_loss(*batch, forward=self.wrapped)
+        return out.loss, {"loss": out.loss, "accuracy": out.accuracy}
+
+    def monitor(self, last: bool) -> None:
+        cfg = self.cfg
+        if not (cfg.log.samples_every and (self.step % cfg.log.samples_every == 0 or last)):
+            return
+        if self.tokenizer is None and cfg.tokenizer.checkpoint:
+            self.tokenizer = load_tokenizer(cfg.tokenizer, self.accelerator.device)
+            self.ema_model.check_tokenizer(self.tokenizer.config)
+        if self.tokenizer is not None:
+            self.ema.copy_to(self.ema_model)
+            save_sample_grid(self.ema_model, self.tokenizer, cfg.log,
+                             self.run.run_dir / "samples" / f"step_{self.step:08d}.png", self.writer, self.step)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict()}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) one generator training as configured; returns a summary."""
-    from accelerate import Accelerator
-    from accelerate.utils import gather_object, set_seed
-
-    check_numbers(cfg, OPTION_RULES)
-    tcfg = cfg.train
-    run_dir = output_directory(cfg.get("run_dir"), "run_dir")
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(tcfg.mixed_precision, tcfg.get("cpu", False)),
-                              cpu=tcfg.get("cpu", False))
-    is_main = accelerator.is_main_process
-    set_seed(cfg.seed + accelerator.process_index)
-    manager, resume_dir, state = open_run(run_dir, cfg, "generator", is_main, accelerator.wait_for_everyone)
+    run = open_training_run(cfg, "generator", OPTION_RULES)
+    tcfg, accelerator = cfg.train, run.accelerator
 
     # --- data
-    cache = TokenCache.load(resolve_token_cache(cfg, is_main, accelerator.wait_for_everyone))
+    cache = TokenCache.load(resolve_token_cache(cfg, run.is_main, accelerator.wait_for_everyone))
     batches = TokenBatches(cache, tcfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
                            world_size=accelerator.num_processes)
 
@@ -125,110 +153,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(parameter_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio))
-    step, losses, rng_states = 0, [], None
-    if resume_dir is not None:
-        # Checkpoints from before the tokenizer fingerprint was recorded lack that key.
-        saved_config = {"tokenizer_fingerprint": config.tokenizer_fingerprint, **state["config"]}
+    trainer = GeneratorTrainer(run, model, ema, optimizer, scheduler, config=config, batches=batches)
+    if run.saved is not None:
+        # Checkpoints from before the tokenizer fingerprint was recorded lack that key; the attention backend
+        # is a runtime choice (absent from older checkpoints), free to change on resume.
+        saved_config = {"tokenizer_fingerprint": config.tokenizer_fingerprint, **run.saved["config"],
+                        "attention_backend": config.attention_backend}
         if saved_config != config.to_dict():
-            raise ValueError(f"checkpoint {resume_dir} was trained with another generator config or token cache; "
-                             "use resume=none or a new run_dir")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ema.load_state_dict(state["ema"])
-        step, losses, rng_states = state["step"], list(state["losses"]), state["rng"]
-        accelerator.print(f"resumed from {resume_dir} at step {step}")
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
-    ema_model = ema.averaged_model(model)
+            raise ValueError(f"checkpoint {run.resume_dir} was trained with another generator config or token "
+                             "cache; use resume=none or a new run_dir")
+        trainer.load_saved()
+    trainer.wrapped, trainer.optimizer = accelerator.prepare(model, optimizer)
     num_params = sum(p.numel() for p in model.parameters())
     accelerator.print(f"{config.model}: {num_params / 1e6:.2f} M parameters, {config.seq_len} indices of vocab "
                       f"{config.vocab_size}, {config.num_classes} classes; {len(cache)} cached images")
 
-    writer = tokenizer = None
-    if is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb"))
-
-    def save_checkpoint() -> None:
-        all_rng = gather_object([capture_rng_state()])
-        if is_main:
-            training_state = {"trainer": "generator", "run_config": OmegaConf.to_container(cfg, resolve=True),
-                              "step": step, "losses": losses,
-                              "config": config.to_dict(),
-                              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                              "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "rng": all_rng}
-            manager.save(step, training_state, export=lambda d: (ema.copy_to(ema_model), ema_model.save_pretrained(d)))
-        accelerator.wait_for_everyone()
-
-    # RNG last: the setup above draws from it; the loop must continue the saved stream.
-    if rng_states is not None:
-        if len(rng_states) != accelerator.num_processes:
-            raise ValueError(f"checkpoint was written by {len(rng_states)} processes, this run has "
-                             f"{accelerator.num_processes}: exact resume needs the same number")
-        restore_rng_state(rng_states[accelerator.process_index])
-
-    progress = tqdm(total=tcfg.max_steps, initial=step, disable=not is_main, desc=f"train {config.model}",
-                    dynamic_ncols=True)
-    if step >= tcfg.max_steps:
-        accelerator.print(f"{run_dir} already finished step {step} (train.max_steps={tcfg.max_steps}); "
-                          "raise train.max_steps (with resume_force=true) to train on")
-    start = time.time()
-    while step < tcfg.max_steps:
-        wrapped.train()
-        loss_sum = accuracy_sum = 0.0
-        for micro in range(tcfg.grad_accum):
-            indices, labels = batches.batch(step * tcfg.grad_accum + micro)
-            indices, labels = indices.to(accelerator.device), labels.to(accelerator.device)
-            sync = micro == tcfg.grad_accum - 1
-            # Gradients are all-reduced once per optimizer step, on the last micro-batch.
-            with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped):
-                out = model.training_loss(indices, labels, forward=wrapped)
-                accelerator.backward(out.loss / tcfg.grad_accum)
-            loss_sum += out.loss.detach() / tcfg.grad_accum
-            accuracy_sum += out.accuracy.detach() / tcfg.grad_accum
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.grad_clip or float("inf"))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        ema.update(model, step)
-        loss = accelerator.reduce(loss_sum, reduction="mean").item()
-        losses.append(loss)
-        progress.update(1)
-        if step % cfg.log.every == 0 or step == tcfg.max_steps:
-            accuracy = accelerator.reduce(accuracy_sum, reduction="mean").item()
-            progress.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if writer is not None:
-                for name, value in (("loss", loss), ("accuracy", accuracy), ("grad_norm", float(grad_norm)),
-                                    ("lr", scheduler.get_last_lr()[0]),
-                                    ("steps_per_s", step / max(1e-9, time.time() - start))):
-                    writer.add_scalar(f"train/{name}", value, step)
-        if cfg.log.samples_every and (step % cfg.log.samples_every == 0 or step == tcfg.max_steps) and is_main:
-            if tokenizer is None and cfg.tokenizer.checkpoint:
-                tokenizer = load_tokenizer(cfg.tokenizer, accelerator.device)
-                ema_model.check_tokenizer(tokenizer.config)
-            if tokenizer is not None:
-                ema.copy_to(ema_model)
-                save_sample_grid(ema_model, tokenizer, cfg.log, run_dir / "samples" / f"step_{step:08d}.png",
-                                 writer, step)
-        if step % cfg.checkpoint.every == 0 or step == tcfg.max_steps:
-            save_checkpoint()
-    progress.close()
-    if writer is not None:
-        writer.close()
-    checkpoint = manager.latest()
-    grids = sorted((run_dir / "samples").glob("step_*.png"))
-    return {"run_dir": str(run_dir), "step": step, "losses": losses, "num_parameters": num_params,
-            "checkpoint": str(checkpoint) if checkpoint else None, "samples": str(grids[-1]) if grids else None}
+    summary = trainer.fit()
+    grids = sorted((run.run_dir / "samples").glob("step_*.png"))
+    return {**summary, "num_parameters": num_params, "samples": str(grids[-1]) if grids else None}
 
 
 @torch.no_grad()
 def save_sample_grid(model: GeneratorModel, tokenizer: Any, log_cfg: DictConfig, path: Path, writer: Any = None,
                      step: int = 0) -> Path:
     """One row per class (the first ``grid_classes``), ``samples_per_class`` columns, labelled by class name."""
-    from tokenizer.images import make_grid_image, save_image_grid
+    from runkit.images import make_grid_image, save_image_grid
 
     num_classes = min(model.num_classes, log_cfg.grid_classes)
     class_ids = torch.arange(num_classes).repeat_interleave(log_cfg.samples_per_class).tolist()
@@ -250,8 +199,8 @@ def save_sample_grid(model: GeneratorModel, tokenizer: Any, log_cfg: DictConfig,
 @hydra.main(version_base="1.3", config_path="../configs", config_name="generator_train")
 def main(cfg: DictConfig) -> None:
     summary = train(cfg)
-    print(f"done: step {summary['step']}, final loss {summary['losses'][-1]:.4f}; checkpoint "
-          f"{summary['checkpoint']}; samples {summary['samples'] or 'none (they need tokenizer.checkpoint=)'}")
+    samples = summary["samples"] or "none (they need tokenizer.checkpoint=)"
+    print(done_line(summary, samples=samples))
 
 
 if __name__ == "__main__":

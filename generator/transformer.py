@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import attention
+from .attention import attention, check_backend, resolve_backend
 from .config import GeneratorConfig
 
 
@@ -41,14 +41,31 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 
 
 class SelfAttention(nn.Module):
+    """Multi-head self-attention; ``backend`` is what was asked for, ``kernel`` what runs on the weights' device."""
+
     def __init__(self, config: GeneratorConfig, layer: int):
         super().__init__()
         self.num_heads = config.num_heads
         self.layer = layer
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
         self.proj = nn.Linear(config.width, config.width, bias=False)
+        self.set_backend(config.attention_backend)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, causal: bool, backend: str,
+    def set_backend(self, backend: str) -> None:
+        """Ask for "auto" | "xformers" | "sdpa"; the kernel is chosen now and again whenever the module moves."""
+        self.backend = check_backend(backend)
+        self._choose_kernel()
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "SelfAttention":
+        # .to / .cuda / .cpu / .half all end here: "auto" follows the weights to their new device.
+        module = super()._apply(fn, recurse)
+        self._choose_kernel()
+        return module
+
+    def _choose_kernel(self) -> None:
+        self.kernel = resolve_backend(self.backend, self.qkv.weight.device)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, causal: bool,
                 cache: LayerCache | None = None) -> Tensor:
         batch, length, width = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -58,7 +75,7 @@ class SelfAttention(nn.Module):
             if length > 1 and cache.length(self.layer) > 0:
                 raise ValueError("a KV cache accepts a multi-position prefill only while it is empty")
             k, v = cache.append(self.layer, k, v)
-        out = attention(q, k, v, causal=causal and length > 1, backend=backend)
+        out = attention(q, k, v, causal=causal and length > 1, backend=self.kernel)
         return self.proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -89,9 +106,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, causal: bool, backend: str,
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, causal: bool,
                 cache: LayerCache | None = None) -> Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), rope, causal, backend, cache))
+        x = x + self.dropout(self.attn(self.norm1(x), rope, causal, cache))
         return x + self.dropout(self.mlp(self.norm2(x)))
 
 
@@ -106,13 +123,16 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.causal = causal
-        self.attention_backend = "auto"
         self.position_table = (nn.Parameter(torch.zeros(max_positions, config.width))
                                if config.positions == "learned" else None)
         self.embed_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.depth))
         self.final_norm = make_norm(config.norm, config.width)
         self.gradient_checkpointing = False
+
+    def set_attention_backend(self, backend: str) -> None:
+        for block in self.blocks:
+            block.attn.set_backend(backend)
 
     def forward(self, x: Tensor, positions: Tensor, cache: LayerCache | None = None) -> Tensor:
         rope = None
@@ -123,10 +143,9 @@ class Transformer(nn.Module):
         x = self.embed_dropout(x)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and cache is None:
-                x = torch.utils.checkpoint.checkpoint(block, x, rope, self.causal, self.attention_backend,
-                                                      use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, self.causal, use_reentrant=False)
             else:
-                x = block(x, rope, self.causal, self.attention_backend, cache)
+                x = block(x, rope, self.causal, cache)
         return self.final_norm(x)
 
 

@@ -96,7 +96,7 @@ def test_generate_rejects_bad_input_with_clear_messages(pipeline, kwargs, messag
 
 # ---------------------------------------------------------------------------- Reconstruct
 def test_reconstruct_reports_psnr_bpp_and_unavailable_lpips(pipeline):
-    from tokenizer.metrics import psnr
+    from evaluation.metrics import psnr
 
     result = pipeline.reconstruct(EXAMPLES_DIR / "digit_7.png", decode_steps=3, decode_cfg=1.0)
     assert result.original.shape == result.reconstruction.shape == (1, 3, 32, 32)
@@ -106,7 +106,7 @@ def test_reconstruct_reports_psnr_bpp_and_unavailable_lpips(pipeline):
     rows = dict(result.metrics_rows())
     assert rows["LPIPS"].startswith("unavailable") and "lpips.weights=" in rows["LPIPS"]
     assert rows["bits used"] == "192" and rows["tokenizer"] == "Digits tokenizer"
-    assert rows["decoder"] == "3 steps, CFG 1" and float(rows["decode time (ms)"]) >= 0
+    assert rows["decoder"] == "3 steps, CFG 1, 3 network evaluations" and float(rows["decode time (ms)"]) >= 0
     assert result.decode_ms > 0
     assert result.comparison.size[0] > result.comparison.size[1] and _not_blank(result.comparison)
 
@@ -124,7 +124,7 @@ def test_reconstruct_accepts_grayscale_rgba_and_bytes(pipeline, tmp_path):
 
 
 def test_reconstruct_rejects_non_images_and_huge_images(pipeline, tmp_path):
-    from tokenizer.images import ImageDecodeError
+    from runkit.images import ImageDecodeError
 
     text = tmp_path / "notes.png"
     text.write_text("not an image at all")
@@ -349,16 +349,27 @@ def test_shipped_weights_load_and_match_the_current_code():
     from generator.config import FORMAT_VERSION as GENERATOR_FORMAT
     from tokenizer.config import FORMAT_VERSION as TOKENIZER_FORMAT
 
+    from tokenizer import load_flowmo
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
     models = load_models()
-    shipped = {"tokenizer": (models.tokenizer, "digits"), "photo_tokenizer": (models.extra_tokenizers["photos"], "photos32")}
-    for folder, (tokenizer, config_name) in shipped.items():
+    shipped = {"tokenizer": (models.tokenizer, "digits", "digits_distill"),
+               "photo_tokenizer": (models.extra_tokenizers["photos"], "photos32", "photos_distill")}
+    for folder, (loaded, config_name, distill_experiment) in shipped.items():
+        teacher = load_flowmo(DEFAULT_WEIGHTS_DIR / folder)
         meta = json.loads((DEFAULT_WEIGHTS_DIR / folder / "config.json").read_text())
         assert meta["format_version"] == TOKENIZER_FORMAT
-        assert meta["architecture_hash"] == tokenizer.config.architecture_hash()
+        assert meta["architecture_hash"] == teacher.config.architecture_hash() == loaded.config.architecture_hash()
         # The decoder defaults saved with the weights are the ones its training config sets.
-        recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tokenizer"
-                                 / f"{config_name}.yaml").read_text())
-        assert {k: tokenizer.config.decode.__dict__[k] for k in recipe["decode"]} == recipe["decode"]
+        recipe = yaml.safe_load((configs / "tokenizer" / f"{config_name}.yaml").read_text())
+        assert {k: teacher.config.decode.__dict__[k] for k in recipe["decode"]} == recipe["decode"]
+        # The demo decodes with the distilled student: its experiment's step count, no guidance pass,
+        # and the teacher's encoder bit for bit, so the tokens (and the generators) are unchanged.
+        distill = yaml.safe_load((configs / "experiment" / f"{distill_experiment}.yaml").read_text())["distill"]
+        assert (loaded.config.decode.steps, loaded.config.decode.cfg) == (distill["steps"], 1.0)
+        assert loaded.decode_evaluations() == distill["steps"]
+        for name, value in teacher.encoder.state_dict().items():
+            assert torch.equal(loaded.encoder.state_dict()[name].cpu(), value), name
     assert set(models.generators) == {"maskgit", "ar"}
     for slot, model in models.generators.items():
         generator_meta = json.loads((DEFAULT_WEIGHTS_DIR / slot / "config.json").read_text())

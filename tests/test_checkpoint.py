@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from tokenizer.checkpoint import (EMA, CheckpointManager, TRAINING_STATE_FILE, capture_rng_state,
-                                  restore_rng_state)
+from runkit.checkpoint import TRAINING_STATE_FILE, CheckpointManager
+from runkit.ema import EMA
+from runkit.rng import capture_rng_state, restore_rng_state
 
 
 def _draws():

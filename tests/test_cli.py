@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from tokenizer.cli import output_directory, user_path
+from runkit.cli import output_directory, user_path
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -36,7 +36,7 @@ def test_inside_hydra_relative_paths_resolve_against_the_launch_directory(tmp_pa
 def test_resolve_device_checks_names():
     import torch
 
-    from tokenizer.cli import resolve_device
+    from runkit.cli import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in {"cpu", "cuda"}
@@ -50,7 +50,7 @@ def test_resolve_device_checks_names():
 def test_mixed_precision_auto_follows_the_device():
     import torch
 
-    from tokenizer.cli import resolve_mixed_precision
+    from runkit.cli import resolve_mixed_precision
 
     assert resolve_mixed_precision("auto", cpu=True) == "no"
     assert resolve_mixed_precision("auto") == ("bf16" if torch.cuda.is_available() else "no")

@@ -16,7 +16,8 @@ import torch
 from generator import ARTransformer, GeneratorConfig, MaskGIT
 from generator.attention import attention, reference_attention, xformers_available
 from tokenizer import FlowMo, FlowMoConfig
-from tokenizer.checkpoint import CheckpointManager, capture_rng_state
+from runkit.checkpoint import CheckpointManager
+from runkit.rng import capture_rng_state
 from tokenizer.losses import LossWeights, stage1a_losses
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -136,7 +137,8 @@ CPU_ONLY_LOAD = textwrap.dedent("""
     import sys, torch
     from generator import load_generator
     from tokenizer import FlowMo
-    from tokenizer.checkpoint import CheckpointManager, restore_rng_state
+    from runkit.checkpoint import CheckpointManager
+    from runkit.rng import restore_rng_state
     assert not torch.cuda.is_available()
     root = sys.argv[1]
     expected = torch.load(root + "/expected.pt", weights_only=True)

@@ -21,7 +21,7 @@ from tokenizer.data import (
     synset_of,
     write_tar_index,
 )
-from tokenizer.images import tensor_to_uint8
+from runkit.images import tensor_to_uint8
 
 
 def _solid(value: int, size=(12, 10)) -> Image.Image:

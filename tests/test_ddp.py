@@ -1,7 +1,7 @@
 """A 2-process data-parallel training step on the CPU (gloo), through the code ``tokenizer.train`` runs.
 
 Each process builds accelerate's Accelerator from the environment variables a launcher sets,
-wraps the Stage-1A objective with ``prepare_model`` (DDP) and takes one ``_optimizer_step`` on
+wraps the Stage-1A objective with ``prepare_model`` (DDP) and takes one ``optimizer_step`` on
 its own half of the batch. Both processes must end with the same parameters, equal to one
 single-process step whose gradient is the mean of the two halves' gradients (each half with
 the RNG stream its process draws t, noise and code dropout from). That is the concatenated
@@ -19,14 +19,14 @@ from omegaconf import OmegaConf
 
 from tokenizer import FlowMo, FlowMoConfig
 from tokenizer.losses import LossWeights
-from tokenizer.train import TrainingObjective, _optimizer_step, unused_parameter_names
+from runkit.training import optimizer_step
+from tokenizer.train import TrainingObjective, unused_parameter_names
 
 WORLD = 2
 SHARD = 2  # images per process
 CONFIG = dict(image_size=16, patch_size=4, code_length=4, context_dim=12, lfq_bits=6, enc_width=0.5, dec_width=0.5,
               enc_depth=1, dec_depth=1, num_heads=3)
 LOSS = OmegaConf.create({"code_dropout": 0.5, "logit_normal_prob": 0.9, "logit_normal_mean": 0.0})
-STEP = OmegaConf.create({"grad_accum": 1, "grad_clip": None})
 LR = 0.5  # plain SGD: unlike Adam's first step, the update scales with the averaged gradient
 
 
@@ -58,7 +58,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
     wrapped = accelerator.prepare_model(objective)
     torch.manual_seed(100 + rank)
     shard = batch()[rank * SHARD:(rank + 1) * SHARD]
-    loss, _ = _optimizer_step(accelerator, wrapped, optimizer, iter([(shard, None)]), params, STEP)
+    loss, _ = optimizer_step(accelerator, wrapped, optimizer, [shard], wrapped, params, grad_clip=None)
     torch.save({"state": model.state_dict(), "loss": loss}, os.path.join(out_dir, f"rank{rank}.pt"))
     accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()

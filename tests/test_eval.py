@@ -8,7 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from tokenizer import FlowMo, FlowMoConfig
-from tokenizer.checkpoint import CheckpointManager
+from runkit.checkpoint import CheckpointManager
 from tokenizer.eval import evaluate, evaluate_continuously
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
@@ -70,7 +70,7 @@ def test_eval_is_deterministic_and_independent_of_batch_size(saved_model, tmp_pa
 
 
 def test_missing_weights_name_the_option(saved_model, tmp_path):
-    from tokenizer.perceptual import MissingWeightsError
+    from evaluation.perceptual import MissingWeightsError
 
     with pytest.raises(MissingWeightsError, match="lpips_alex_weights"):
         evaluate(make_cfg(saved_model, tmp_path, "metrics=[lpips_alex]"))

@@ -16,11 +16,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tokenizer import feature_spaces
-from tokenizer.feature_classifier import ClassifierConfig, FeatureClassifier
-from tokenizer.feature_spaces import (INCEPTION_LABEL, classifier_feature_space, inception_feature_space,
+from evaluation import feature_spaces
+from evaluation.feature_classifier import ClassifierConfig, FeatureClassifier
+from evaluation.feature_spaces import (INCEPTION_LABEL, classifier_feature_space, inception_feature_space,
                                       metric_label, resolve_feature_space)
-from tokenizer.metrics import compute_fidelity_metrics
+from evaluation.metrics import compute_fidelity_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = str(REPO / "configs")
@@ -76,7 +76,7 @@ def test_the_malicious_pickle_really_runs_code_when_loaded_unsafely(tmp_path):
 def digits_uint8() -> tuple[torch.Tensor, torch.Tensor]:
     """The digits train split at 32 px as uint8 (N,3,H,W), and its labels."""
     from tokenizer.data import DigitsDataset
-    from tokenizer.images import tensor_to_uint8
+    from runkit.images import tensor_to_uint8
 
     dataset = DigitsDataset("train", 32)
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
@@ -172,7 +172,7 @@ def test_tokenizer_eval_refuses_malicious_inception_weights(tiny_tokenizer, tmp_
 
 
 def test_eval_gfid_refuses_malicious_inception_weights(tmp_path):
-    from tokenizer.cli import feature_space_option
+    from evaluation.feature_spaces import feature_space_option
 
     marker = tmp_path / "marker"
     evil = write_malicious_pth(tmp_path / "inception.pth", marker)
@@ -312,7 +312,7 @@ def test_classifier_errors_are_clear(tmp_path):
 
 
 def test_classifier_training_lowers_the_loss(digits_uint8):
-    from tokenizer.train_classifier import accuracy, random_affine, train_classifier
+    from evaluation.train_classifier import accuracy, random_affine, train_classifier
 
     images, labels = digits_uint8
     images = images[:400].float() / 127.5 - 1.0
@@ -331,7 +331,7 @@ def test_classifier_training_lowers_the_loss(digits_uint8):
 
 
 def test_train_classifier_run_saves_a_usable_feature_space(tmp_path):
-    from tokenizer.train_classifier import run
+    from evaluation.train_classifier import run
 
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose("train_classifier", overrides=[f"out={tmp_path / 'clf'}", "steps=3", "batch_size=16",

@@ -8,9 +8,9 @@ from safetensors.torch import load_file
 
 from generator import GeneratorConfig, MaskGIT
 from tokenizer import FlowMo, FlowMoConfig
+from tokenizer.data.digits import DIGIT_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,9 @@ def models(tmp_path_factory):
     tok = FlowMoConfig(image_size=16, patch_size=4, code_length=4, context_dim=6, lfq_bits=2, enc_width=1 / 3,
                        dec_width=1 / 3, enc_depth=1, dec_depth=1, num_heads=2)
     FlowMo(tok).save_pretrained(tmp / "tok")
-    MaskGIT(GeneratorConfig(model="maskgit", seq_len=12, vocab_size=4, num_classes=10, class_names=DIGITS, width=32,
-                            depth=1, num_heads=2, tokenizer_hash=tok.architecture_hash())).save_pretrained(tmp / "gen")
+    MaskGIT(GeneratorConfig(model="maskgit", seq_len=12, vocab_size=4, num_classes=10, class_names=DIGIT_NAMES,
+                            width=32, depth=1, num_heads=2,
+                            tokenizer_hash=tok.architecture_hash())).save_pretrained(tmp / "gen")
     return tmp
 
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from generator import gfid
 from generator.gfid import (SamplePlan, ShardImages, ShardStore, classes_for_samples, generate_shards,
-                            make_sample_fn, run_gfid, sample_seed, write_adm_npz)
-from tokenizer.feature_spaces import INCEPTION_LABEL, FeatureSpace
+                            make_sample_fn, resolve_reference, run_gfid, sample_seed, write_adm_npz)
+from generator.gfid import run as gfid_run
+from evaluation.feature_spaces import INCEPTION_LABEL, FeatureSpace
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -208,8 +208,8 @@ def eval_gfid_cfg(*overrides):
 
 def test_missing_inception_weights_fail_before_generation(tmp_path):
     """eval_gfid builds its feature space (first thing in main) before any model or sample exists."""
-    from tokenizer.cli import feature_space_option
-    from tokenizer.perceptual import MissingWeightsError
+    from evaluation.feature_spaces import feature_space_option
+    from evaluation.perceptual import MissingWeightsError
 
     with pytest.raises(MissingWeightsError, match="inception_weights="):
         feature_space_option(eval_gfid_cfg())
@@ -227,7 +227,7 @@ def test_missing_inception_weights_fail_before_generation(tmp_path):
 
 
 def test_feature_space_option_picks_the_data_configs_classifier(monkeypatch):
-    from tokenizer.cli import feature_space_option
+    from evaluation.feature_spaces import feature_space_option
 
     monkeypatch.chdir(REPO)  # the data config names the classifier relative to the repository
     digits = feature_space_option(eval_gfid_cfg("data=digits"))  # features=auto: the data config names one
@@ -245,7 +245,7 @@ def test_run_gfid_resumes_and_reports(tmp_path, monkeypatch):
         seen["images"] = torch.stack([generated[i] for i in range(len(generated))])
         return {"fid": 12.5, "isc_mean": 1.5, "isc_std": 0.1}, False
 
-    monkeypatch.setattr(gfid, "compute_metrics", fake_metrics)
+    monkeypatch.setattr(gfid_run, "compute_metrics", fake_metrics)
     reference = write_reference_folder(tmp_path / "ref", 3)
     common = dict(num_samples=9, num_classes=3, reference=reference, features=stub_features(),
                   shard_size=4, batch_size=2, seed=5, metrics=("fid", "isc"), class_names=["a", "b", "c"],
@@ -280,7 +280,7 @@ def report_plan(report) -> SamplePlan:
 
 
 def test_report_names_metrics_for_their_feature_space(tmp_path, monkeypatch):
-    monkeypatch.setattr(gfid, "compute_metrics",
+    monkeypatch.setattr(gfid_run, "compute_metrics",
                         lambda generated, reference, **kwargs: ({"fid": 3.0, "precision": 0.5}, True))
     features = stub_features("digits classifier features", calibrated=True)
     report = run_gfid(fake_sample_fn, num_samples=4, num_classes=2, out_dir=tmp_path / "run",
@@ -296,7 +296,7 @@ def test_report_names_metrics_for_their_feature_space(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def random_inception() -> FeatureSpace:
     """The random Inception network, its FID on the 64-dim layer (cheap eigendecomposition on a CPU)."""
-    from tokenizer.feature_spaces import inception_feature_space
+    from evaluation.feature_spaces import inception_feature_space
 
     return dataclasses.replace(inception_feature_space(None, allow_random=True), fid_layer="64", prc_layer="64")
 
@@ -374,7 +374,7 @@ def test_command_line_run_with_saved_models_writes_report(tmp_path):
 
 
 def test_dataset_reference_is_exported_once_as_png_folder(tmp_path):
-    reference = gfid.resolve_reference({"name": "digits"}, image_size=SIZE, cache_dir=tmp_path,
+    reference = resolve_reference({"name": "digits"}, image_size=SIZE, cache_dir=tmp_path,
                                        split="val", max_reference_images=5, show_progress_bar=False)
     folder = Path(reference.images)
     pngs = sorted(folder.glob("*.png"))
@@ -382,13 +382,13 @@ def test_dataset_reference_is_exported_once_as_png_folder(tmp_path):
     assert np.asarray(Image.open(pngs[0])).shape == (SIZE, SIZE, 3)
     assert f"{SIZE}px" in folder.name and "n5" in folder.name
     stamp = pngs[0].stat().st_mtime_ns
-    again = gfid.resolve_reference({"name": "digits"}, image_size=SIZE, cache_dir=tmp_path,
+    again = resolve_reference({"name": "digits"}, image_size=SIZE, cache_dir=tmp_path,
                                    split="val", max_reference_images=5, show_progress_bar=False)
     assert again.images == reference.images and again.description == reference.description
     assert pngs[0].stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="does not exist"):
-        gfid.resolve_reference(tmp_path / "nope", image_size=SIZE, cache_dir=tmp_path)
+        resolve_reference(tmp_path / "nope", image_size=SIZE, cache_dir=tmp_path)
     bad = tmp_path / "bad.npz"
     np.savez(bad, mu=np.zeros(4))
     with pytest.raises(ValueError, match="sigma"):
-        gfid.resolve_reference(bad, image_size=SIZE, cache_dir=tmp_path)
+        resolve_reference(bad, image_size=SIZE, cache_dir=tmp_path)

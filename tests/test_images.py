@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tokenizer.images import (
+from runkit.images import (
     ImageDecodeError,
     load_image,
     make_grid_image,
@@ -166,7 +166,7 @@ def test_comparison_grid_interleaves(tmp_path):
 def test_load_image_accepts_uint8_arrays_and_rejects_other_arrays():
     import numpy as np
 
-    from tokenizer.images import ImageDecodeError, load_image
+    from runkit.images import ImageDecodeError, load_image
 
     gray = np.full((5, 7), 200, dtype=np.uint8)
     assert load_image(gray).mode == "RGB" and load_image(gray).size == (7, 5)

@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from generator import gfid
 from generator.gfid import SamplePlan, ShardStore, run_gfid
+from generator.gfid import run as gfid_run
 from generator.memorization import (RealSets, duplicate_threshold, exact_copies, format_memorization,
                                     load_real_sets, memorization_report, near_duplicate_rate, nearest_distance,
                                     per_class_subset, rms_distances, thumbnails, within_class_diversity)
-from tokenizer.feature_spaces import INCEPTION_LABEL, FeatureSpace
+from evaluation.feature_spaces import INCEPTION_LABEL, FeatureSpace
 
 SIZE = 16
 
@@ -176,7 +176,7 @@ def copying_sample_fn(real: RealSets, copy_tokens: bool = True):
 
 @pytest.mark.parametrize("copy_tokens, rate", [(True, 1.0), (False, 0.0)])
 def test_run_gfid_reports_exact_copies_of_training_tokens(tmp_path, monkeypatch, toy_real, copy_tokens, rate):
-    monkeypatch.setattr(gfid, "compute_metrics", lambda generated, reference, **kwargs: ({"fid": 1.0}, False))
+    monkeypatch.setattr(gfid_run, "compute_metrics", lambda generated, reference, **kwargs: ({"fid": 1.0}, False))
     sizes = []
 
     def memorization(image_size: int) -> RealSets:
@@ -198,7 +198,7 @@ def test_run_gfid_reports_exact_copies_of_training_tokens(tmp_path, monkeypatch,
 
 
 def test_run_gfid_without_tokens_reports_no_copy_rate(tmp_path, monkeypatch, toy_real):
-    monkeypatch.setattr(gfid, "compute_metrics", lambda generated, reference, **kwargs: ({"fid": 1.0}, False))
+    monkeypatch.setattr(gfid_run, "compute_metrics", lambda generated, reference, **kwargs: ({"fid": 1.0}, False))
     images_only = copying_sample_fn(toy_real)
     report = run_gfid(lambda c, s: images_only(c, s)[0], num_samples=6, num_classes=3, out_dir=tmp_path / "run",
                       reference=write_reference_folder(tmp_path / "ref", 3), features=stub_features(),

@@ -7,8 +7,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from tokenizer.images import tensor_to_uint8, uint8_to_tensor
-from tokenizer.metrics import (
+from runkit.images import tensor_to_uint8, uint8_to_tensor
+from evaluation.metrics import (
     LPIPSMetric,
     compute_feature_statistics,
     compute_fidelity_metrics,
@@ -19,8 +19,8 @@ from tokenizer.metrics import (
     save_reference_statistics,
     ssim,
 )
-from tokenizer.feature_spaces import inception_feature_space, resolve_feature_space
-from tokenizer.perceptual import MissingWeightsError, build_lpips
+from evaluation.feature_spaces import inception_feature_space, resolve_feature_space
+from evaluation.perceptual import MissingWeightsError, build_lpips
 
 
 def _pair(seed=0, batch=3, height=24, width=31, noise=0.3):

@@ -120,7 +120,7 @@ def test_launch_says_how_to_share_with_the_projects_flag(pipeline, capsys):
 
 
 def test_loader_workers_fit_the_machine():
-    from tokenizer.cli import loader_workers
+    from runkit.cli import loader_workers
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert loader_workers(0) == 0 and loader_workers(None) == 0

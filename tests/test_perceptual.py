@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from tokenizer.perceptual import (
+from evaluation.perceptual import (
     LPIPSLoss,
     MissingWeightsError,
     PixelMSELoss,

@@ -1,29 +1,20 @@
-"""Free-text prompts -> class ids (generator/prompts.py) and the vocabulary build command."""
+"""Free-text prompts -> class ids (generator/prompts/) and the vocabulary build command."""
 
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sentencepiece as spm
 
-import generator.prompts as prompts
+import generator.prompts.vocabulary as vocabulary
 from generator.build_vocab import check_vocabulary, class_source, folder_class_names
-from generator.prompts import (
-    BUILTIN_SETTINGS,
-    VOCAB_DIR,
-    ClassMatch,
-    ClassVocabulary,
-    NoMatchError,
-    PromptError,
-    classes_digest,
-    classes_from_names,
-    digits_classes,
-    imagenet_classes,
-    train_piece_model,
-    trainer_settings,
-    training_sentences,
-)
+from generator.prompts import ClassMatch, ClassVocabulary, NoMatchError, PromptError
+from generator.prompts.classes import VOCAB_DIR, classes_from_names, digits_classes, imagenet_classes, imagenet_wordnet
+from generator.prompts.training import (BUILTIN_SETTINGS, classes_digest, train_piece_model, trainer_settings,
+                                        training_sentences)
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -152,7 +143,7 @@ def test_shipped_vocabulary_matches_the_current_command(name, build):
     assert record["classes_sha256"] == classes_digest(classes)
     assert record["settings"] == trainer_settings(BUILTIN_SETTINGS[name])
     text = "\n".join(training_sentences(classes)).encode()
-    assert record["training_text_sha256"] == prompts.hashlib.sha256(text).hexdigest()
+    assert record["training_text_sha256"] == hashlib.sha256(text).hexdigest()
     vocab = ClassVocabulary.builtin(name)
     assert vocab.class_names == [c.name for c in classes]
 
@@ -162,7 +153,7 @@ def test_retraining_is_deterministic_and_reproduces_digits():
     first = train_piece_model(classes, BUILTIN_SETTINGS["digits"])
     assert first == train_piece_model(classes, BUILTIN_SETTINGS["digits"])
     record = json.loads((VOCAB_DIR / "digits.json").read_text())
-    if record["sentencepiece_version"] != prompts.spm.__version__:
+    if record["sentencepiece_version"] != spm.__version__:
         pytest.skip(f"shipped with sentencepiece {record['sentencepiece_version']}")
     assert first == (VOCAB_DIR / "digits.model").read_bytes()
 
@@ -171,7 +162,7 @@ def test_retraining_is_deterministic_and_reproduces_digits():
 def test_imagenet_model_is_what_build_vocab_writes():
     name, classes, settings = class_source("imagenet")
     record = json.loads((VOCAB_DIR / "imagenet.json").read_text())
-    if record["sentencepiece_version"] != prompts.spm.__version__:
+    if record["sentencepiece_version"] != spm.__version__:
         pytest.skip(f"shipped with sentencepiece {record['sentencepiece_version']}")
     vocab = ClassVocabulary(classes, train_piece_model(classes, settings), name=name, settings=settings)
     assert check_vocabulary(vocab, VOCAB_DIR / "imagenet.model") == []
@@ -214,7 +205,7 @@ def test_dataset_vocabulary_is_cached_and_reused(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the cached vocabulary should have been reused")
 
-    monkeypatch.setattr(prompts, "train_piece_model", no_training)
+    monkeypatch.setattr(vocabulary, "train_piece_model", no_training)
     again = ClassVocabulary.for_class_names(FOLDERS, cache_dir=tmp_path)
     assert again.class_names == vocab.class_names
     assert again.model_proto == vocab.model_proto
@@ -225,7 +216,7 @@ def test_dataset_vocabulary_is_cached_and_reused(tmp_path, monkeypatch):
 def test_known_class_lists_use_the_shipped_vocabularies(imagenet, digits):
     assert ClassVocabulary.for_class_names([str(d) for d in range(10)]) is digits
     assert ClassVocabulary.for_class_names(imagenet.class_names) is imagenet
-    assert ClassVocabulary.for_class_names(list(prompts.imagenet_wordnet())) is imagenet
+    assert ClassVocabulary.for_class_names(list(imagenet_wordnet())) is imagenet
 
 
 def test_folder_source(tmp_path):
@@ -242,7 +233,8 @@ def test_folder_source(tmp_path):
 @pytest.mark.slow
 def test_build_vocab_command_checks_digits():
     result = subprocess.run(
-        [sys.executable, "-m", "generator.build_vocab", "classes=digits", "check=true", "hydra.run.dir=${oc.env:TMPDIR,/tmp}/bv"],
+        [sys.executable, "-m", "generator.build_vocab", "classes=digits", "check=true",
+         "hydra.run.dir=${oc.env:TMPDIR,/tmp}/bv"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr

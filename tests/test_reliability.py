@@ -31,7 +31,7 @@ from app.settings import DemoSettings
 from generator import GeneratorConfig, MaskGIT
 from generator.tokens import encoder_fingerprint
 from tokenizer import FlowMo
-from tokenizer.checkpoint import CheckpointManager, DiskFullError
+from runkit.checkpoint import CheckpointManager, DiskFullError
 
 from app_helpers import make_demo_weights, tiny_tokenizer_config
 from test_generator_train import config as generator_cfg

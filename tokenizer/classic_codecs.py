@@ -17,8 +17,8 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 from PIL import Image, features
 
-from .images import uint8_to_tensor
-from .metrics import psnr
+from runkit.images import uint8_to_tensor
+from evaluation.metrics import psnr
 
 __all__ = [
     "JPEG_QUALITIES",

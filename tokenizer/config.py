@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from runkit.config import dataclass_from_dict
+
 from .sampler import parse_schedule
 
 BASE_HIDDEN = 192  # DiT-B width per unit of the muP width multiplier
@@ -174,15 +176,6 @@ class FlowMoConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown FlowMo preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**PRESETS[name])
-
-
-def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """``cls(**data)`` for a config dataclass, naming unknown keys (a typo in a config file) clearly."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {unknown}; known: {sorted(known)}")
-    return cls(**data)
 
 
 def _hidden(width: float) -> int:

@@ -23,9 +23,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointManager, parse_step
-from .cli import check_numbers, feature_space_option, output_directory, resolve_mixed_precision, user_path
-from .fileio import atomic_write
+from evaluation.feature_spaces import feature_space_option
+from runkit.checkpoint import CheckpointManager, parse_step
+from runkit.cli import check_numbers, output_directory, resolve_mixed_precision, user_path
+from runkit.fileio import atomic_write
+
 from .loading import load_flowmo
 from .model import FlowMo
 
@@ -52,7 +54,7 @@ def _check_metrics(names: Any) -> list[str]:
 def _save_pngs(images: torch.Tensor, indices: list[int], folder: Path) -> None:
     from PIL import Image
 
-    from .images import tensor_to_uint8
+    from runkit.images import tensor_to_uint8
 
     folder.mkdir(parents=True, exist_ok=True)
     for pixels, index in zip(tensor_to_uint8(images).numpy(), indices):
@@ -76,8 +78,8 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
 
     from .data import build_dataset
     from .data.subsets import evenly_spaced
-    from .images import save_comparison_grid
-    from .metrics import KEY_FID, LPIPSMetric, compute_fidelity_metrics, format_metric, psnr, ssim
+    from runkit.images import save_comparison_grid
+    from evaluation.metrics import KEY_FID, LPIPSMetric, compute_fidelity_metrics, format_metric, psnr, ssim
 
     metrics = _check_metrics(cfg.metrics)
     accelerator = accelerator or make_accelerator(cfg)

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import torch
 
+from runkit.checkpoint import CHECKPOINTS_DIR, STEP_PREFIX, latest_step_dir
+from runkit.pretrained import CONFIG_FILE
+
 from .config import FlowMoConfig
-from .model import CONFIG_FILE, FlowMo
-
-CHECKPOINTS_DIR = "checkpoints"
-STEP_PREFIX = "step_"
-
-
-def latest_step_dir(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete ``checkpoints/step_*`` directory of a training run, or None."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    steps = [p for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir() and (p / CONFIG_FILE).is_file()]
-    return max(steps, key=lambda p: int(p.name[len(STEP_PREFIX):]), default=None)
+from .model import FlowMo
 
 
 def load_flowmo(path: str | os.PathLike, config: FlowMoConfig | str | None = None, weights: str = "ema",
@@ -34,7 +27,7 @@ def load_flowmo(path: str | os.PathLike, config: FlowMoConfig | str | None = Non
     if path.is_dir():
         if (path / CONFIG_FILE).is_file():
             return FlowMo.from_pretrained(path, map_location=map_location)
-        step_dir = latest_step_dir(path)
+        step_dir = latest_step_dir(path, marker=CONFIG_FILE)
         if step_dir is None:
             raise FileNotFoundError(f"{path} is neither a saved FlowMo ({CONFIG_FILE} + weights) nor a training "
                                     f"run with complete {CHECKPOINTS_DIR}/{STEP_PREFIX}* directories")

@@ -4,7 +4,7 @@ Rectified flow with t = 1 noise and t = 0 data: x_t = (1 - t) x + t eps, the dec
 v ~ eps - x. Stage 1A ("mode matching") trains encoder and decoder end to end on the flow
 loss; Stage 1B ("mode seeking") backpropagates a perceptual loss through the whole sampler.
 Randomness comes from an optional ``torch.Generator`` or torch's global RNG (checkpointed by
-:mod:`tokenizer.checkpoint`), so a resumed run draws the same numbers.
+:mod:`runkit.rng`), so a resumed run draws the same numbers.
 """
 
 from __future__ import annotations

@@ -7,31 +7,30 @@ lives in :mod:`tokenizer.sampler`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from runkit.pretrained import Pretrained
+
 from . import quantizer as lfq
 from .config import FORMAT_VERSION, FlowMoConfig
-from .fileio import atomic_write
 from .layers import patchify, unpatchify
 from .mmdit import MMDiT
 from .sampler import euler_sample, network_evaluations, time_grid
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-
 
 class Quantized(NamedTuple):
     code: Tensor  # (B, L, C) in {-1, +1}, straight-through gradient to the continuous code
     indices: Tensor  # (B, N) int64
 
 
-class FlowMo(nn.Module):
+class FlowMo(Pretrained, nn.Module):
+    format_version = FORMAT_VERSION
+    pretrained_kind = "FlowMo tokenizer"
+
     def __init__(self, config: FlowMoConfig):
         super().__init__()
         self.config = config
@@ -195,41 +194,17 @@ class FlowMo(nn.Module):
         return self
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json + model.safetensors (weights only; no optimizer state)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"config": self.config.to_dict(), "format_version": FORMAT_VERSION,
-                "architecture_hash": self.config.architecture_hash()}
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
-        atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
-        return directory
+    def pretrained_record(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "architecture_hash": self.config.architecture_hash()}
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "FlowMo":
-        """Load a directory written by :meth:`save_pretrained`."""
-        from safetensors.torch import load_file
+    def from_record(cls, record: dict[str, Any], directory: Path) -> "FlowMo":
+        return cls(FlowMoConfig.from_dict(record["config"]))
 
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"FlowMo.from_pretrained: {path} not found "
-                                        f"(expected {CONFIG_FILE} and {WEIGHTS_FILE} in {directory})")
-        meta = json.loads(config_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{config_path} has format_version {meta.get('format_version')}, this code reads "
-                             f"{FORMAT_VERSION}: re-export the weights with the current code")
-        model = cls(FlowMoConfig.from_dict(meta["config"]))
-        state = load_file(str(weights_path), device=str(map_location))
+    def check_pretrained_state(self, state: Mapping[str, Tensor], source: str) -> None:
         from .official import check_state_dict
 
-        check_state_dict(model, state, source=str(weights_path))
-        model.load_state_dict(state)
-        return model
+        check_state_dict(self, state, source=source)
 
     @classmethod
     def from_official(cls, path_or_state_dict: str | os.PathLike | dict, config: FlowMoConfig | str,

@@ -32,8 +32,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from .cli import user_path
-from .images import load_image
+from runkit.cli import user_path
+from runkit.images import load_image
+
 from .photos import (
     GAP_FRACTION,
     MAX_FRACTION,

@@ -9,14 +9,12 @@ or few-step decoding (stage=distill, :mod:`tokenizer.distill`).
 The run directory holds the resolved config, TensorBoard logs (tb/), reconstruction grids
 (images/) and checkpoints (checkpoints/step_N/: training_state.pt + the EMA model as
 config.json + model.safetensors). ``resume=auto`` (default) continues the latest checkpoint
-exactly: model, EMA, optimizer, scheduler, every RNG, data position and step.
+exactly: model, EMA, optimizer, scheduler, every RNG, data position and step (the loop and
+checkpoints are :mod:`runkit.training`'s; this module holds the objectives, data and monitoring).
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +24,22 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import EMA, CheckpointManager, capture_rng_state, open_run, restore_rng_state
+from runkit.checkpoint import CheckpointManager
+from runkit.cli import TRAINING_RULES, user_path
+from runkit.ema import EMA
+from runkit.training import Trainer, done_line, open_training_run
+
 from .config import DecodeDefaults, FlowMoConfig
 from .distill import DistillSettings, distill_losses
 from .loading import load_flowmo
 from .losses import LossWeights, freeze, stage1a_losses, stage1b_losses
 from .model import FlowMo
-from .cli import TRAINING_RULES, check_numbers, output_directory, resolve_mixed_precision, user_path
 
 STAGES = ("1a", "1b", "distill")
 FROZEN_ENCODER_STAGES = ("1b", "distill")
 OPTION_RULES = {
     **TRAINING_RULES,
-    "train.max_nan_steps": "int >= 1", "train.freeze_encoder_after": "int >= 0 or null",
+    "train.freeze_encoder_after": "int >= 0 or null",
     "loss.flow_weight": "float >= 0", "loss.perceptual_weight": "float >= 0", "loss.entropy_weight": "float >= 0",
     "loss.commitment_weight": "float >= 0", "loss.sample_loss_weight": "float >= 0",
     "loss.code_dropout": "float in [0, 1]", "loss.logit_normal_prob": "float in [0, 1]",
@@ -49,10 +50,6 @@ OPTION_RULES = {
     "distill.steps": "int >= 1", "distill.data_weight": "float >= 0", "distill.teacher_weight": "float >= 0",
     "distill.teacher_steps": "int >= 1", "distill.teacher_cfg": "float >= 0",
 }
-
-
-class TrainingDiverged(RuntimeError):
-    """Raised after ``max_nan_steps`` consecutive non-finite steps (a checkpoint is written first)."""
 
 
 # ---------------------------------------------------------------------------- model pieces
@@ -134,7 +131,7 @@ def warmup_factor(warmup_steps: int) -> Any:
 def build_perceptual(kind: str, weights_path: str | None, allow_random: bool) -> nn.Module | None:
     if kind == "none":
         return None
-    from .perceptual import build_perceptual_loss
+    from evaluation.perceptual import build_perceptual_loss
 
     return build_perceptual_loss(kind, weights_path, allow_random)
 
@@ -171,35 +168,89 @@ def _load_teacher(path: str, cfg: DictConfig, config: FlowMoConfig, device: torc
 
 
 # ---------------------------------------------------------------------------- the run
-@dataclass
-class _RunState:
-    step: int = 0
-    nan_streak: int = 0
-    encoder_frozen: bool = False
-    losses: list[float] = field(default_factory=list)  # one per optimizer step (NaN when skipped)
-    val: dict[str, float] = field(default_factory=dict)
+class TokenizerTrainer(Trainer):
+    """The tokenizer's part of the loop: images in, the stage's objective, encoder freezing, the
+    block-norm constraint, reconstruction grids and validation."""
+
+    name = "tokenizer"
+
+    def __init__(self, run: Any, model: FlowMo, ema: EMA, optimizer: Any, scheduler: Any, *, stage: str,
+                 config: FlowMoConfig, dataset: Any, sampler: Any, norm_weights: list[Tensor], init_norms: Tensor,
+                 val_images: Tensor | None) -> None:
+        super().__init__(run, model, ema, optimizer, scheduler)
+        self.progress_label = f"stage {stage}"
+        self.stage, self.config, self.dataset, self.sampler = stage, config, dataset, sampler
+        self.norm_weights, self.init_norms, self.val_images = norm_weights, init_norms, val_images
+        self.encoder_frozen = False
+        self.objective: nn.Module | None = None  # what wrapped wraps, re-prepared when the encoder freezes
+        self.batches: Any = None
+        self.val: dict[str, float] = {}
+
+    def begin(self) -> None:
+        from .data import infinite_batches
+
+        self.batches = infinite_batches(self.dataset, self.cfg.train.batch_size, self.sampler,
+                                        self.cfg.data.get("num_workers", 0))
+
+    def micro_batch(self, micro: int) -> Tensor:
+        images, _labels = next(self.batches)
+        return images.to(self.accelerator.device, non_blocking=True)
+
+    def compute_loss(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.wrapped(images)
+
+    def freeze_encoder(self) -> None:
+        """Freeze the encoder and drop its Adam moments (Adam skips parameters without grads)."""
+        freeze(self.model.encoder)
+        for p in self.model.encoder.parameters():
+            self.optimizer.state.pop(p, None)
+        self.encoder_frozen = True
+
+    def before_step(self) -> None:
+        after = self.cfg.train.freeze_encoder_after
+        if self.stage == "1a" and after is not None and not self.encoder_frozen and self.step >= after:
+            self.freeze_encoder()
+            if self.accelerator.num_processes > 1:  # DDP must forget the encoder's gradients
+                self.wrapped = self.accelerator.prepare_model(self.objective)
+            self.accelerator.print(f"step {self.step}: encoder frozen")
+
+    def after_update(self) -> None:
+        if self.cfg.train.fix_block_norms:
+            restore_weight_norms(self.norm_weights, self.init_norms)
+
+    def monitor(self, last: bool) -> None:
+        log, step = self.cfg.log, self.step
+        if log.images_every and (step % log.images_every == 0 or last):
+            _log_images(self.cfg, self.ema, self.ema_model, self.val_images, self.run.run_dir, self.writer, step)
+        if log.val_every and (step % log.val_every == 0 or last):
+            self.val = _validate(self.cfg, self.ema, self.ema_model, self.val_images, self.writer, step)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"stage": self.stage, "encoder_frozen": self.encoder_frozen, "config": self.config.to_dict(),
+                "architecture_hash": self.config.architecture_hash(), "sampler": self.sampler.state_dict(),
+                "init_norms": self.init_norms}
+
+
+def _check_resumable(saved: dict[str, Any], resume_dir: Path, config: FlowMoConfig, stage: str) -> None:
+    if saved["architecture_hash"] != config.architecture_hash():
+        raise ValueError(f"resume checkpoint {resume_dir} was trained with tokenizer config {saved['config']}, "
+                         f"not {config.to_dict()}")
+    if saved["stage"] != stage:
+        raise ValueError(f"resume checkpoint {resume_dir} is from stage {saved['stage']}, this run is "
+                         f"stage={stage}; use a new run directory (stage 1b starts with init_from=...)")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) one training stage as configured; returns a summary (step, losses, paths, val)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+    from accelerate.utils import gather_object
 
-    from .data import ResumableSampler, build_dataset, infinite_batches
+    from .data import ResumableSampler, build_dataset
 
-    check_numbers(cfg, OPTION_RULES)
     stage = str(cfg.stage).lower()
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
-    tcfg, lcfg = cfg.train, cfg.loss
-    run_dir = output_directory(cfg.get("run_dir"), "run_dir")
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(tcfg.mixed_precision, tcfg.get("cpu", False)),
-                              gradient_accumulation_steps=tcfg.grad_accum,
-                              cpu=tcfg.get("cpu", False),
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
-    is_main = accelerator.is_main_process
-    set_seed(cfg.seed + accelerator.process_index)
-    manager, resume_dir, saved = open_run(run_dir, cfg, "tokenizer", is_main, accelerator.wait_for_everyone)
+    run = open_training_run(cfg, "tokenizer", OPTION_RULES)
+    tcfg, lcfg, accelerator = cfg.train, cfg.loss, run.accelerator
 
     # --- model, EMA, norms
     config = FlowMoConfig.from_dict(OmegaConf.to_container(cfg.tokenizer, resolve=True))
@@ -215,14 +266,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise ValueError(f"stage={stage} starts from a trained tokenizer: set init_from=<run dir, step dir, "
                              "save_pretrained dir or released .pth with init_preset=>")
         source = str(user_path(cfg.init_from))
-        if resume_dir is None:
+        if run.resume_dir is None:
             load_initial_weights(model, source, cfg.init_weights, cfg.get("init_preset"))
         if distill is not None and distill.needs_teacher:
             teacher = _load_teacher(source, cfg, config, accelerator.device)
     for name in unused_parameter_names(model):
         model.get_parameter(name).requires_grad_(False)
     norm_weights = block_linear_weights(model)
-    init_norms = weight_norms(norm_weights)
     ema = EMA(model, tcfg.ema_decay, tcfg.ema_every)
     if tcfg.gradient_checkpointing:
         model.set_gradient_checkpointing(True)
@@ -236,34 +286,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dataset = build_dataset(cfg.data, "train", config.image_size, train=True)
     sampler = ResumableSampler(len(dataset), seed=cfg.seed, shuffle=True,
                                num_replicas=accelerator.num_processes, rank=accelerator.process_index)
-    monitoring = is_main and bool(cfg.log.images_every or cfg.log.val_every)
-    val_images = _fixed_val_images(cfg, config.image_size) if monitoring else None
+    monitoring = run.is_main and bool(cfg.log.images_every or cfg.log.val_every)
+    trainer = TokenizerTrainer(run, model, ema, optimizer, scheduler, stage=stage, config=config, dataset=dataset,
+                               sampler=sampler, norm_weights=norm_weights, init_norms=weight_norms(norm_weights),
+                               val_images=_fixed_val_images(cfg, config.image_size) if monitoring else None)
 
     # --- resume
-    state = _RunState()
-    rng_states = None
-    if resume_dir is not None:
-        if saved["architecture_hash"] != config.architecture_hash():
-            raise ValueError(f"resume checkpoint {resume_dir} was trained with tokenizer config {saved['config']}, "
-                             f"not {config.to_dict()}")
-        if saved["stage"] != stage:
-            raise ValueError(f"resume checkpoint {resume_dir} is from stage {saved['stage']}, this run is "
-                             f"stage={stage}; use a new run directory (stage 1b starts with init_from=...)")
-        model.load_state_dict(saved["model"])
-        ema.load_state_dict(saved["ema"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+    if run.saved is not None:
+        _check_resumable(run.saved, run.resume_dir, config, stage)
+        saved = trainer.load_saved()
         sampler.load_state_dict(saved["sampler"])
-        init_norms = saved["init_norms"]
-        state.step, state.nan_streak = saved["step"], saved["nan_streak"]
-        state.encoder_frozen = saved["encoder_frozen"]
-        rng_states = saved["rng"]
-        accelerator.print(f"resumed from {resume_dir} at step {state.step}")
-    if stage in FROZEN_ENCODER_STAGES or state.encoder_frozen:
-        _freeze_encoder(model, optimizer, state)
+        trainer.init_norms, trainer.encoder_frozen = saved["init_norms"], saved["encoder_frozen"]
+    if stage in FROZEN_ENCODER_STAGES or trainer.encoder_frozen:
+        trainer.freeze_encoder()
 
-    optimizer = accelerator.prepare_optimizer(optimizer)
-    weights = loss_weights(lcfg)
+    trainer.optimizer = accelerator.prepare_optimizer(optimizer)
     perceptual = build_perceptual(lcfg.perceptual, lcfg.get("perceptual_weights"), cfg.allow_random_weights)
     sample_perceptual = None
     if stage in FROZEN_ENCODER_STAGES:
@@ -272,150 +309,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if sample_perceptual is None:
             raise ValueError(f"stage={stage} needs a sample-level loss: set loss.sample_perceptual to "
                              "lpips|resnet50|mse")
-    objective = TrainingObjective(model, stage, weights, lcfg, perceptual, sample_perceptual, distill,
-                                  teacher).to(accelerator.device)
-    wrapped = accelerator.prepare_model(objective)
-    ema_model = ema.averaged_model(model) if is_main else None
+    trainer.objective = TrainingObjective(model, stage, loss_weights(lcfg), lcfg, perceptual, sample_perceptual,
+                                          distill, teacher).to(accelerator.device)
+    trainer.wrapped = accelerator.prepare_model(trainer.objective)
 
-    writer = None
-    if is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb"))
-
-    def export(directory: Path) -> None:
-        ema.copy_to(ema_model)
-        ema_model.save_pretrained(directory)
-
-    def save_checkpoint() -> Path | None:
-        all_rng = gather_object([capture_rng_state()])
-        path = None
-        if is_main:
-            training_state = {
-                "trainer": "tokenizer", "run_config": OmegaConf.to_container(cfg, resolve=True),
-                "step": state.step, "stage": stage,
-                "nan_streak": state.nan_streak, "encoder_frozen": state.encoder_frozen, "config": config.to_dict(),
-                "architecture_hash": config.architecture_hash(),
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state_dict(), "init_norms": init_norms, "rng": all_rng,
-            }
-            path = manager.save(state.step, training_state, export=export)
-        accelerator.wait_for_everyone()
-        return path
-
-    # RNG last: everything above may draw from it, the loop must continue the saved stream.
-    if rng_states is not None:
-        if len(rng_states) != accelerator.num_processes:
-            raise ValueError(f"checkpoint was written by {len(rng_states)} processes, this run has "
-                             f"{accelerator.num_processes}: exact resume needs the same number")
-        restore_rng_state(rng_states[accelerator.process_index])
-
-    batches = infinite_batches(dataset, tcfg.batch_size, sampler, cfg.data.get("num_workers", 0))
-    progress = tqdm(total=tcfg.max_steps, initial=state.step, disable=not is_main, desc=f"stage {stage}",
-                    dynamic_ncols=True)
-    last_checkpoint = None
-    if state.step >= tcfg.max_steps:
-        accelerator.print(f"{run_dir} already finished step {state.step} (train.max_steps={tcfg.max_steps}); "
-                          "raise train.max_steps (with resume_force=true) to train on")
-    start_time = time.time()
-    while state.step < tcfg.max_steps:
-        if stage == "1a" and tcfg.freeze_encoder_after is not None and not state.encoder_frozen \
-                and state.step >= tcfg.freeze_encoder_after:
-            _freeze_encoder(model, optimizer, state)
-            if accelerator.num_processes > 1:  # DDP must forget the encoder's gradients
-                wrapped = accelerator.prepare_model(objective)
-            accelerator.print(f"step {state.step}: encoder frozen")
-
-        step_loss, terms = _optimizer_step(accelerator, wrapped, optimizer, batches, params, tcfg)
-        state.step += 1
-        if math.isfinite(step_loss):
-            scheduler.step()
-            if tcfg.fix_block_norms:
-                restore_weight_norms(norm_weights, init_norms)
-            ema.update(model, state.step)
-            state.nan_streak = 0
-        else:
-            state.nan_streak += 1
-            if is_main:
-                tqdm.write(f"step {state.step}: non-finite loss/gradient, step skipped "
-                           f"({state.nan_streak}/{tcfg.max_nan_steps} in a row)")
-        state.losses.append(step_loss)
-        progress.update(1)
-
-        if is_main:
-            if state.step % cfg.log.every == 0 or state.step == tcfg.max_steps:
-                progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                for name, value in terms.items():
-                    writer.add_scalar(f"train/{name}", value, state.step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
-                writer.add_scalar("train/steps_per_s", progress.n / max(time.time() - start_time, 1e-9), state.step)
-                writer.add_scalar("train/skipped", float(not math.isfinite(step_loss)), state.step)
-            # The last step always logs too, so a short run still ends with a grid and a val line.
-            last = state.step == tcfg.max_steps
-            if cfg.log.images_every and (state.step % cfg.log.images_every == 0 or last):
-                _log_images(cfg, ema, ema_model, val_images, run_dir, writer, state.step)
-            if cfg.log.val_every and (state.step % cfg.log.val_every == 0 or last):
-                state.val = _validate(cfg, ema, ema_model, val_images, writer, state.step)
-
-        if state.nan_streak >= tcfg.max_nan_steps:
-            last_checkpoint = save_checkpoint()
-            progress.close()
-            raise TrainingDiverged(f"{state.nan_streak} consecutive steps with non-finite loss or gradients "
-                                   f"(max_nan_steps={tcfg.max_nan_steps}) at step {state.step}: stopped. The last "
-                                   f"finite weights are saved in {last_checkpoint}; lower train.lr, set "
-                                   "train.grad_clip or check the data")
-        if state.step % cfg.checkpoint.every == 0 or state.step == tcfg.max_steps:
-            last_checkpoint = save_checkpoint()
-    progress.close()
-    if writer is not None:
-        writer.close()
+    summary = trainer.fit()
     skipped = sorted(set(gather_object(list(dataset.skipped_files))))
     if skipped:
         accelerator.print(f"skipped {len(skipped)} unreadable training file(s), each replaced by the next readable "
                           f"one: {', '.join(skipped[:3])}" + (" ..." if len(skipped) > 3 else ""))
-    # A rerun of a finished run writes nothing new: it reports the checkpoint and grid already there.
-    checkpoint = last_checkpoint or manager.latest()
-    grids = sorted((run_dir / "images").glob("step_*.png"))
-    return {"run_dir": str(run_dir), "step": state.step, "losses": state.losses,
-            "checkpoint": str(checkpoint) if checkpoint else None, "images": str(grids[-1]) if grids else None,
-            "val": state.val, "skipped": len(skipped)}
-
-
-def _freeze_encoder(model: FlowMo, optimizer: torch.optim.Optimizer, state: _RunState) -> None:
-    """Freeze the encoder and drop its Adam moments (Adam skips parameters without grads)."""
-    freeze(model.encoder)
-    for p in model.encoder.parameters():
-        optimizer.state.pop(p, None)
-    state.encoder_frozen = True
-
-
-def _optimizer_step(accelerator: Any, wrapped: nn.Module, optimizer: Any, batches: Any, params: list[Tensor],
-                    tcfg: DictConfig) -> tuple[float, dict[str, float]]:
-    """grad_accum micro-batches, then one optimizer step unless the loss or gradient is non-finite.
-
-    Returns (mean loss over micro-batches and processes, or NaN when skipped; mean terms).
-    """
-    sums: dict[str, Tensor] = {}
-    for _ in range(tcfg.grad_accum):
-        images, _labels = next(batches)
-        images = images.to(accelerator.device, non_blocking=True)
-        with accelerator.accumulate(wrapped):
-            loss, terms = wrapped(images)
-            accelerator.backward(loss)
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + value.float() / tcfg.grad_accum
-    reduced = {name: accelerator.reduce(value, reduction="mean").item() for name, value in sums.items()}
-    grad_norm = accelerator.clip_grad_norm_([p for p in params if p.grad is not None],
-                                            tcfg.grad_clip if tcfg.grad_clip else float("inf"))
-    step_loss = reduced["loss"]
-    if not (math.isfinite(step_loss) and torch.isfinite(torch.as_tensor(grad_norm)).item()):
-        optimizer.zero_grad(set_to_none=True)
-        return float("nan"), reduced
-    reduced["grad_norm"] = float(grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return step_loss, reduced
+    grids = sorted((run.run_dir / "images").glob("step_*.png"))
+    return {**summary, "images": str(grids[-1]) if grids else None, "val": trainer.val, "skipped": len(skipped)}
 
 
 # ---------------------------------------------------------------------------- monitoring
@@ -444,8 +348,9 @@ def _reconstruct(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor) -
 
 def _log_images(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor, run_dir: Path, writer: Any,
                 step: int) -> None:
+    from runkit.images import make_grid_image, save_comparison_grid
+
     from .data.subsets import evenly_spaced
-    from .images import make_grid_image, save_comparison_grid
 
     shown = images[evenly_spaced(len(images), cfg.log.num_images)]
     recons = _reconstruct(cfg, ema, ema_model, shown)
@@ -463,13 +368,13 @@ def _as_array(image: Any) -> Any:
 
 def _validate(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor, writer: Any, step: int) -> dict[str, float]:
     """PSNR (and LPIPS when ``log.val_lpips`` is set) of EMA reconstructions of the fixed val images."""
-    from .metrics import psnr
+    from evaluation.metrics import psnr
 
     recons = _reconstruct(cfg, ema, ema_model, images)
     results = {"psnr": psnr(images, recons).mean().item()}
     line = f"step {step}: val PSNR {results['psnr']:.2f} dB"
     if cfg.log.val_lpips:
-        from .metrics import LPIPSMetric, format_metric
+        from evaluation.metrics import LPIPSMetric, format_metric
 
         metric = LPIPSMetric(net="vgg", backbone_weights=cfg.log.get("lpips_vgg_weights"),
                              allow_random=cfg.allow_random_weights)
@@ -484,8 +389,7 @@ def _validate(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor, writ
 @hydra.main(version_base="1.3", config_path="../configs", config_name="tokenizer_train")
 def main(cfg: DictConfig) -> None:
     summary = train(cfg)
-    print(f"done: step {summary['step']}; checkpoint {summary['checkpoint']}; "
-          f"reconstructions {summary['images'] or 'none (log.images_every=0)'}")
+    print(done_line(summary, reconstructions=summary["images"] or "none (log.images_every=0)"))
 
 
 if __name__ == "__main__":

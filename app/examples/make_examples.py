@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tokenizer.photos import COLOUR_SOURCES, Box, RegionSplit, box_inside, side_range, split_regions
+from tokenizer import COLOUR_SOURCES, Box, RegionSplit, box_inside, side_range, split_regions
 
 HERE = Path(__file__).resolve().parent
 DIGITS = (3, 7)

@@ -8,7 +8,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from ..cli import user_path
+from runkit.cli import user_path
+
 from .digits import DigitsDataset
 from .folder import ImageFolderDataset
 from .imagenet_tar import ImageNetTarDataset

@@ -7,8 +7,9 @@ import os
 import tarfile
 from pathlib import Path
 
-from ..fileio import atomic_write
-from ..images import ImageDecodeError
+from runkit.fileio import atomic_write
+from runkit.images import ImageDecodeError
+
 from .skipping import SkippingImageDataset
 
 

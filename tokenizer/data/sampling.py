@@ -7,7 +7,8 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..cli import loader_workers
+from runkit.cli import loader_workers
+
 from .skipping import SkippingImageDataset
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..images import ImageDecodeError, load_image, pil_to_tensor
+from runkit.images import ImageDecodeError, load_image, pil_to_tensor
 
 
 class SkippingImageDataset(Dataset):

@@ -1,12 +1,12 @@
-"""``python -m tokenizer.train_classifier``: train the metric classifier of a dataset.
+"""``python -m evaluation.train_classifier``: train the metric classifier of a dataset.
 
-    python -m tokenizer.train_classifier data=digits out=app/weights/digits_classifier
-    python -m tokenizer.train_classifier data=photos name=photos out=app/weights/photo_classifier
+    python -m evaluation.train_classifier data=digits out=app/weights/digits_classifier
+    python -m evaluation.train_classifier data=photos name=photos out=app/weights/photo_classifier
 
-The classifier (:mod:`tokenizer.feature_classifier`) learns the dataset's classes from its
+The classifier (:mod:`evaluation.feature_classifier`) learns the dataset's classes from its
 training split with light geometric augmentation; its held-out (val split) accuracy is printed
 and saved in its ``config.json``. Its features then serve FID / precision / recall / IS on that
-dataset (:mod:`tokenizer.feature_spaces`).
+dataset (:mod:`evaluation.feature_spaces`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from tqdm import tqdm
 
-from .cli import user_path
-from .data.augment import random_affine
-from .data.subsets import stack_dataset
+from runkit.cli import user_path
+from tokenizer import random_affine, stack_dataset
+
 from .feature_classifier import ClassifierConfig, FeatureClassifier
 
 
@@ -61,7 +61,7 @@ def train_classifier(train_images: Tensor, train_labels: Tensor, config: Classif
 
 
 def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    from .data import build_dataset
+    from tokenizer import build_dataset
 
     data_cfg = dict(cfg["data"])
     data_cfg["subsample"] = None  # the held-out accuracy is measured on the whole val split

@@ -89,6 +89,7 @@ TRAINING_RULES = {  # shared by tokenizer.train and generator.train
     "train.batch_size": "int >= 1", "train.grad_accum": "int >= 1", "train.max_steps": "int >= 1",
     "train.lr": "float > 0", "train.warmup_steps": "int >= 0", "train.weight_decay": "float >= 0",
     "train.grad_clip": "float > 0 or null", "train.ema_decay": "float in [0, 1]", "train.ema_every": "int >= 1",
+    "train.max_nan_steps": "int >= 1",
     "log.every": "int >= 1",
     "checkpoint.every": "int >= 1", "checkpoint.keep_last": "int >= 1", "checkpoint.keep_every": "int >= 1 or null",
 }
@@ -132,17 +133,3 @@ def _follows(value: Any, rule: str) -> bool:
     _, opening, low, high, closing = interval.groups()
     low, high = float(low), float(high)
     return (value >= low if opening == "[" else value > low) and (value <= high if closing == "]" else value < high)
-
-
-# ---------------------------------------------------------------------------- metric feature space
-def feature_space_option(cfg: Any) -> Any:
-    """The :class:`~tokenizer.feature_spaces.FeatureSpace` an entry point's options name: ``features``
-    (auto | inception | classifier), ``feature_classifier`` (a classifier directory; the digits and
-    photos data configs name theirs), ``inception_weights`` and ``allow_random_weights``."""
-    from .feature_spaces import resolve_feature_space
-
-    classifier, inception = cfg.get("feature_classifier"), cfg.get("inception_weights")
-    return resolve_feature_space(str(cfg.get("features", "auto")),
-                                 classifier=user_path(classifier) if classifier else None,
-                                 inception_weights=user_path(inception) if inception else None,
-                                 allow_random=bool(cfg.get("allow_random_weights", False)))

@@ -1,6 +1,6 @@
 """Evaluation metrics: PSNR / SSIM on uint8 pixels, LPIPS, and FID / IS / PRC / KID via torch-fidelity.
 
-FID-family metrics take a :class:`~tokenizer.feature_spaces.FeatureSpace` (Inception-v3 or a
+FID-family metrics take a :class:`~evaluation.feature_spaces.FeatureSpace` (Inception-v3 or a
 project-trained classifier). Numbers computed with random backbone weights carry
 ``calibrated=False`` and are printed through :func:`format_metric`, which marks them UNCALIBRATED.
 """
@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .cli import loader_workers
+from runkit.cli import loader_workers
+from runkit.fileio import atomic_write
+
 from .feature_spaces import FeatureSpace
-from .fileio import atomic_write
 from .perceptual import build_lpips
 
 __all__ = [
@@ -227,7 +228,7 @@ def compute_fidelity_metrics(
 ) -> dict[str, Any]:
     """FID / IS / PRC / KID of image folders or Datasets of uint8 (3,H,W) tensors, via torch-fidelity.
 
-    ``features`` (:mod:`tokenizer.feature_spaces`) is the network whose features every metric uses.
+    ``features`` (:mod:`evaluation.feature_spaces`) is the network whose features every metric uses.
     ``fid_statistics_file`` (.npz with mu/sigma) replaces ``input2`` for FID against reference
     statistics. Keys are torch-fidelity's ("frechet_inception_distance", "inception_score_mean",
     "precision", "recall", "kernel_inception_distance_mean", ...) plus "calibrated" (False with

@@ -3,14 +3,14 @@
 torch-fidelity builds its own extractors and unpickles their weight files with
 ``weights_only=False``, so a crafted ``.pth`` would run code. Here every network is built and
 its weights loaded by this project, through the one safe loader
-(:func:`tokenizer.perceptual.load_torchvision_state_dict`, ``weights_only=True``) or
+(:func:`evaluation.perceptual.load_torchvision_state_dict`, ``weights_only=True``) or
 safetensors; torch-fidelity only receives the finished module, through its own extension
 mechanism (``register_feature_extractor``). Random Inception weights are drawn in memory: no
 file is written or read for them.
 
 Two kinds of space:
 - ``inception``: torch-fidelity's Inception-v3 (the FID of papers; ImageNet-scale data);
-- ``classifier``: a :class:`~tokenizer.feature_classifier.FeatureClassifier` the project trained
+- ``classifier``: a :class:`~evaluation.feature_classifier.FeatureClassifier` the project trained
   on its own data; its numbers are labelled "FID (<name> classifier features)".
 """
 
@@ -28,10 +28,13 @@ from unittest import mock
 import torch
 from torch import nn
 
+from runkit.cli import user_path
+from runkit.pretrained import WEIGHTS_FILE
+
 from .perceptual import load_torchvision_state_dict, resolve_weights
 
 __all__ = ["FeatureSpace", "inception_feature_space", "classifier_feature_space", "resolve_feature_space",
-           "metric_label", "FEATURE_OPTIONS", "INCEPTION_LABEL"]
+           "metric_label", "feature_space_option", "FEATURE_OPTIONS", "INCEPTION_LABEL"]
 
 INCEPTION_FEATURES = ("64", "192", "768", "2048", "logits_unbiased", "logits")
 FEATURE_OPTIONS = ("auto", "inception", "classifier")
@@ -201,7 +204,7 @@ _CLASSIFIER_CACHE: dict[str, FeatureSpace] = {}
 
 def classifier_feature_space(directory: str | os.PathLike) -> FeatureSpace:
     """The features and logits of a project-trained classifier saved in ``directory``."""
-    from .feature_classifier import WEIGHTS_FILE, FeatureClassifier
+    from .feature_classifier import FeatureClassifier
 
     directory = Path(directory)
     classifier = FeatureClassifier.from_pretrained(directory)
@@ -232,6 +235,17 @@ def resolve_feature_space(features: str, *, classifier: str | os.PathLike | None
     if features == "classifier" or (features == "auto" and classifier):
         if not classifier:
             raise ValueError("features=classifier needs a classifier directory (feature_classifier=<dir>; train "
-                             "one with python -m tokenizer.train_classifier)")
+                             "one with python -m evaluation.train_classifier)")
         return classifier_feature_space(classifier)
     return inception_feature_space(inception_weights, allow_random, seed)
+
+
+def feature_space_option(cfg: Any) -> FeatureSpace:
+    """The :class:`FeatureSpace` an entry point's options name: ``features``
+    (auto | inception | classifier), ``feature_classifier`` (a classifier directory; the digits and
+    photos data configs name theirs), ``inception_weights`` and ``allow_random_weights``."""
+    classifier, inception = cfg.get("feature_classifier"), cfg.get("inception_weights")
+    return resolve_feature_space(str(cfg.get("features", "auto")),
+                                 classifier=user_path(classifier) if classifier else None,
+                                 inception_weights=user_path(inception) if inception else None,
+                                 allow_random=bool(cfg.get("allow_random_weights", False)))

@@ -2,7 +2,7 @@
 
 FID / precision / recall need a network whose features describe images; the usual one
 (Inception-v3 on ImageNet) cannot be downloaded here and says little about 32-px digits. This
-classifier, trained by ``python -m tokenizer.train_classifier`` on the training split of a
+classifier, trained by ``python -m evaluation.train_classifier`` on the training split of a
 dataset, gives a real feature space for that dataset: its penultimate activations are the
 features, its logits give the Inception-Score analogue. Numbers measured with it are named for
 it ("FID (digits classifier features)") and are not comparable with ImageNet FIDs.
@@ -13,7 +13,6 @@ A convolutional network is fine here: it is an evaluation instrument, not part o
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import dataclass_from_dict
-from .fileio import atomic_write
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
+from runkit.config import dataclass_from_dict
+from runkit.pretrained import Pretrained
 
 
 @dataclass
@@ -69,8 +64,11 @@ def _stage(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-class FeatureClassifier(nn.Module):
+class FeatureClassifier(Pretrained, nn.Module):
     """(B,3,H,W) images in [-1,1] -> features (B, feature_dim) and class logits (B, num_classes)."""
+
+    pretrained_kind = "feature classifier"
+    pretrained_hint = "; train one with python -m evaluation.train_classifier"
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
@@ -102,33 +100,14 @@ class FeatureClassifier(nn.Module):
         return features, self.head(features)
 
     # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """``config.json`` + ``model.safetensors`` in ``directory`` (each written atomically)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        record = {"format_version": FORMAT_VERSION, **dataclasses.asdict(self.config)}
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
-        atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
-        return directory
+    def pretrained_record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "FeatureClassifier":
-        from safetensors.torch import load_file
+    def from_record(cls, record: dict[str, Any], directory: Path) -> "FeatureClassifier":
+        return cls(dataclass_from_dict(ClassifierConfig, record))
 
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        if not (config_path.is_file() and weights_path.is_file()):
-            raise FileNotFoundError(f"{directory} is not a feature classifier: it needs {CONFIG_FILE} and "
-                                    f"{WEIGHTS_FILE} (train one with python -m tokenizer.train_classifier)")
-        record = json.loads(config_path.read_text())
-        version = record.pop("format_version", None)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{config_path}: format_version {version}, this code reads {FORMAT_VERSION}")
-        model = cls(dataclass_from_dict(ClassifierConfig, record))
-        state = load_file(str(weights_path))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights_path}: missing tensors {missing}, unexpected {unexpected}")
-        return model.eval()
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "FeatureClassifier":
+        """The saved classifier, ready to measure (eval mode)."""
+        return super().from_pretrained(directory, map_location).eval()
