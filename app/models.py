@@ -128,6 +128,11 @@ def tokenizer_choice(models: LoadedModels, tokenizer: str | None = None) -> Toke
                            decode_steps=defaults.steps, decode_cfg=defaults.cfg)
 
 
+def evaluations_text(count: int) -> str:
+    """'1 network evaluation' / '4 network evaluations': a decode's cost in words."""
+    return f"{count} network evaluation{'' if count == 1 else 's'}"
+
+
 def embedded_tokenizer_dir(weights_dir: Path, name: str) -> Path:
     """``weights_dir/name``, or its distilled few-step version ``name_distilled`` when that is there."""
     distilled = weights_dir / f"{name}{DISTILLED_SUFFIX}"
@@ -232,7 +237,7 @@ def status_line(models: LoadedModels, settings: DemoSettings) -> str:
         tok = model.config
         parts.append(f"{TOKENIZER_DOMAINS[name].label} {_count_parameters(model) / 1e6:.2f}M params "
                      f"({sources[name]}): {tok.image_size}px, {tok.num_indices} tokens × vocab {tok.vocab_size}, "
-                     f"{tok.bits_per_pixel:.4f} BPP, decodes in {model.decode_evaluations()} network evaluations")
+                     f"{tok.bits_per_pixel:.4f} BPP, decodes in {evaluations_text(model.decode_evaluations())}")
     for slot, model in models.generators.items():
         parts.append(f"{GENERATOR_LABELS[slot]} {_count_parameters(model) / 1e6:.2f}M params")
     parts.append(f"{models.num_classes} classes" if models.generators else "no generator loaded")

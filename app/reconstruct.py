@@ -13,7 +13,7 @@ from torch import Tensor
 from .checks import check_decode, check_seed, image_tensor
 from .decoding import ProgressFn, decode
 from .limits import DemoLimits
-from .models import TOKENIZER_DOMAINS, LoadedModels
+from .models import TOKENIZER_DOMAINS, LoadedModels, evaluations_text
 from .settings import DemoSettings
 from .visualize import for_display, token_map
 
@@ -49,10 +49,11 @@ class ReconstructionResult:
             lpips = f"{self.lpips:.4f}"
         else:
             lpips = f"{self.lpips:.4f}{UNCALIBRATED_NOTE}"
+        steps = f"{self.decode_steps} step{'' if self.decode_steps == 1 else 's'}"
         return [["PSNR (dB)", f"{self.psnr:.2f}"], ["LPIPS", lpips],
                 ["BPP", f"{self.bits_per_pixel:.4f}"], ["bits used", str(self.bits)],
-                ["tokenizer", self.tokenizer], ["decoder", f"{self.decode_steps} steps, CFG {self.decode_cfg:g}, "
-                                                          f"{self.decode_evaluations} network evaluations"],
+                ["tokenizer", self.tokenizer],
+                ["decoder", f"{steps}, CFG {self.decode_cfg:g}, {evaluations_text(self.decode_evaluations)}"],
                 ["decode time (ms)", f"{self.decode_ms:.0f}"]] + [["note", note] for note in self.notes]
 
 

@@ -54,7 +54,8 @@ def main() -> None:
             print(f"{name} {settings['steps']} steps cfg {settings['cfg']:g}: "
                   f"{model.decode_evaluations(steps, cfg)} evaluations/image, PSNR {row_psnr:.2f} dB on these images")
             rows.append(recon)
-            labels += [f"{name}, {model.decode_evaluations(steps, cfg)} evaluations"] + [""] * (len(ids) - 1)
+            count = model.decode_evaluations(steps, cfg)
+            labels += [f"{name}, {count} evaluation{'' if count == 1 else 's'}"] + [""] * (len(ids) - 1)
     # Nearest-neighbour upscaling so 32-px cells stay readable; the pixels themselves are unchanged.
     cells = torch.nn.functional.interpolate(torch.cat(rows), scale_factor=args.zoom, mode="nearest")
     grid = make_grid_image(cells, nrow=len(ids), labels=labels)

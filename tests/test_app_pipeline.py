@@ -15,7 +15,7 @@ from PIL import Image
 
 from app import token_edits
 from app.limits import DemoLimits, check_float, check_int
-from app.models import DEFAULT_WEIGHTS_DIR, EXAMPLES_DIR, load_models
+from app.models import DEFAULT_WEIGHTS_DIR, EXAMPLES_DIR, load_models, status_line
 from app.pipeline import DemoPipeline
 from app.settings import DemoSettings
 from app.visualize import for_display, grid_shape, token_heatmaps
@@ -171,6 +171,26 @@ def test_photo_tokenizer_setting_disables_or_points_elsewhere(photo_weights_dir,
     assert models.tokenizers["photos"].config.image_size == 16
     with pytest.raises(FileNotFoundError, match="tokenizer.photo_checkpoint"):
         load_models(weights_dir=weights_dir, photo_tokenizer=tmp_path / "missing")
+
+
+def test_a_distilled_tokenizer_beside_the_embedded_one_is_preferred(tmp_path):
+    from tokenizer import load_flowmo
+
+    weights = make_demo_weights(tmp_path / "weights", photo=True)
+    teachers = load_models(weights_dir=weights)
+    assert teachers.tokenizer.decode_evaluations() > 1 and teachers.tokenizer_source == str(weights / "tokenizer")
+    for name in ("tokenizer", "photo_tokenizer"):  # a student: same weights, a 1-step decode default
+        student = load_flowmo(weights / name)
+        student.config.decode.steps, student.config.decode.cfg = 1, 1.0
+        student.save_pretrained(weights / f"{name}_distilled")
+    models = load_models(weights_dir=weights)
+    assert models.tokenizer_source == str(weights / "tokenizer_distilled")
+    assert models.extra_tokenizer_sources["photos"] == str(weights / "photo_tokenizer_distilled")
+    assert models.tokenizer.decode_evaluations() == models.extra_tokenizers["photos"].decode_evaluations() == 1
+    assert "decodes in 1 network evaluation ·" in status_line(models, DemoSettings())
+    assert set(models.generators) == {"maskgit", "ar"}  # same encoder architecture: the generators still fit
+    result = DemoPipeline(models).reconstruct(EXAMPLES_DIR / "digit_7.png")
+    assert dict(result.metrics_rows())["decoder"] == "1 step, CFG 1, 1 network evaluation"
 
 
 def test_reload_keeps_the_photo_tokenizer(photo_weights_dir):
