@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,20 +30,24 @@ from timing import peak_memory_kind, peak_memory_mib, reset_peak, timed
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def autocast(device: torch.device, dtype: str) -> Any:
+    """Autocast to ``dtype`` on ``device`` (fp32: none)."""
+    return torch.autocast(device.type, dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
+
+
+def encode_row(model: FlowMo, images: torch.Tensor, repeats: int, dtype: str = "fp32") -> tuple[float, float]:
+    """(median seconds per batch, peak memory MiB) of tokenizing ``images``."""
+    device = images.device
+    with torch.inference_mode(), autocast(device, dtype):
+        reset_peak(device)
+        return timed(lambda: model.tokenize(images), device, repeats), peak_memory_mib(device)
+
+
 def measure(model: FlowMo, images: torch.Tensor, steps: int, cfg: float, repeats: int,
             dtype: str = "fp32") -> dict[str, tuple[float, float]]:
     """{"encode" | "decode": (median seconds per batch, peak memory MiB)} under autocast ``dtype``."""
-    device = images.device
-    autocast = torch.autocast(device.type, dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
-    results = {}
-    with torch.inference_mode(), autocast:
-        indices = model.tokenize(images)
-        for name, fn in (("encode", lambda: model.tokenize(images)),
-                         ("decode", lambda: model.decode(indices, steps=steps, cfg=cfg))):
-            reset_peak(device)
-            seconds = timed(fn, device, repeats)
-            results[name] = (seconds, peak_memory_mib(device))
-    return results
+    decode = decode_rows(model, images, [(steps, cfg)], repeats, dtype)[0]
+    return {"encode": encode_row(model, images, repeats, dtype), "decode": (decode["seconds"], decode["memory"])}
 
 
 def parse_mode(text: str) -> tuple[int | None, float | None]:
@@ -60,9 +65,8 @@ def decode_rows(model: FlowMo, images: torch.Tensor, modes: list[tuple[int | Non
                 dtype: str = "fp32") -> list[dict]:
     """One row per mode: {"steps", "cfg", "evaluations" (decoder calls per image), "seconds" per batch, "memory"}."""
     device = images.device
-    autocast = torch.autocast(device.type, dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
     rows = []
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, dtype):
         indices = model.tokenize(images)
         for steps, cfg in modes:
             settings = model.decode_settings(steps, cfg)
@@ -105,7 +109,7 @@ def main() -> None:
             model.compile()
         config = model.config
         images = torch.rand(args.batch_size, 3, config.image_size, config.image_size, device=device) * 2 - 1
-        encode_seconds, encode_memory = measure(model, images, 1, 1.0, args.repeats, args.dtype)["encode"]
+        encode_seconds, encode_memory = encode_row(model, images, args.repeats, args.dtype)
         label = f"{Path(name).name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M)"
         print(f"| {label:<34} | {'encode':<20} | {'-':>11} | {args.batch_size / encode_seconds:>10.2f} "
               f"| {encode_seconds / args.batch_size:>9.4f} | {encode_memory:>24,.0f} | {'':>8} |")

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from runkit.cli import TRAINING_RULES, user_path
 from runkit.ema import EMA
+from runkit.runs import config_differences
 from runkit.training import Trainer, done_line, open_training_run
 
 from .base import GeneratorModel, build_generator
@@ -157,11 +158,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if run.saved is not None:
         # Checkpoints from before the tokenizer fingerprint was recorded lack that key; the attention backend
         # is a runtime choice (absent from older checkpoints), free to change on resume.
-        saved_config = {"tokenizer_fingerprint": config.tokenizer_fingerprint, **run.saved["config"],
-                        "attention_backend": config.attention_backend}
-        if saved_config != config.to_dict():
+        saved_config = {"tokenizer_fingerprint": config.tokenizer_fingerprint, **run.saved["config"]}
+        changed = config_differences(saved_config, config.to_dict(), free=("attention_backend",))
+        if changed:
             raise ValueError(f"checkpoint {run.resume_dir} was trained with another generator config or token "
-                             "cache; use resume=none or a new run_dir")
+                             f"cache ({', '.join(changed)} differ); use resume=none or a new run_dir")
         trainer.load_saved()
     trainer.wrapped, trainer.optimizer = accelerator.prepare(model, optimizer)
     num_params = sum(p.numel() for p in model.parameters())

@@ -29,28 +29,20 @@ def tiny_model(seed=0):
                                enc_width=0.5, dec_width=0.5, enc_depth=1, dec_depth=1, num_heads=3)).eval()
 
 
-def count_decoder_rows(model):
-    """Wrap the decoder so every forward adds its batch size to the returned counter."""
-    counter = {"rows": 0}
-    forward = model.decoder.forward
-
-    def counting(img, *args, **kwargs):
-        counter["rows"] += img.shape[0]
-        return forward(img, *args, **kwargs)
-
-    model.decoder.forward = counting
-    return counter
+@pytest.fixture
+def count_decoder_rows(benchmark_module):
+    """rate_distortion.count_decoder_rows: a context manager counting the rows the decoder evaluates."""
+    return benchmark_module("rate_distortion").count_decoder_rows
 
 
 @pytest.mark.parametrize("steps, cfg, interval", [(25, 1.5, (0.17, 1.02)), (25, 1.0, (0.17, 1.02)), (4, 1.5, None),
                                                   (2, 1.0, None), (1, 2.0, (0.17, 1.02))])
-def test_decode_evaluations_count_the_decoder_calls(steps, cfg, interval):
+def test_decode_evaluations_count_the_decoder_calls(steps, cfg, interval, count_decoder_rows):
     model = tiny_model()
-    counter = count_decoder_rows(model)
     indices = torch.randint(0, model.config.vocab_size, (3, model.config.num_indices))
-    with torch.no_grad():
+    with torch.no_grad(), count_decoder_rows(model) as rows:
         model.decode(indices, steps=steps, cfg=cfg, cfg_interval=interval, generator=torch.Generator().manual_seed(0))
-    assert counter["rows"] == 3 * model.decode_evaluations(steps, cfg, cfg_interval=interval)
+    assert rows[0] == 3 * model.decode_evaluations(steps, cfg, cfg_interval=interval)
 
 
 def test_the_release_sampler_costs_31_evaluations_per_image():
@@ -104,7 +96,7 @@ def test_the_few_step_objective_falls_and_leaves_the_encoder_alone():
 
 
 @pytest.mark.slow
-def test_distilled_checkpoint_decodes_in_few_steps_with_the_teachers_tokens(tmp_path):
+def test_distilled_checkpoint_decodes_in_few_steps_with_the_teachers_tokens(tmp_path, count_decoder_rows):
     train(make_cfg("digits", tmp_path / "teacher", "train.max_steps=2", "checkpoint.every=2"))
     with pytest.raises(ValueError, match="init_from"):
         train(make_cfg("digits_distill", tmp_path / "missing", "init_from=null"))
@@ -117,18 +109,16 @@ def test_distilled_checkpoint_decodes_in_few_steps_with_the_teachers_tokens(tmp_
     # the few-step mode is the saved default: 2 decoder evaluations per image, no guidance pass
     assert (student.config.decode.steps, student.config.decode.cfg) == (2, 1.0)
     assert student.decode_evaluations() == 2 < teacher.decode_evaluations(25, 1.5)
-    counter = count_decoder_rows(student)
     indices = torch.randint(0, student.config.vocab_size, (5, student.config.num_indices))  # as a generator emits
-    with torch.no_grad():
+    with torch.no_grad(), count_decoder_rows(student) as rows:
         images = student.decode(indices, generator=torch.Generator().manual_seed(0))
-    assert images.shape == (5, 3, 16, 16) and counter["rows"] == 5 * 2
+    assert images.shape == (5, 3, 16, 16) and rows[0] == 5 * 2
 
     # the token interface is unchanged: same encoder, same indices
     real = torch.rand(4, 3, 16, 16) * 2 - 1
     assert torch.equal(student.tokenize(real), teacher.tokenize(real))
 
     # save / load round trip keeps weights and the few-step default
-    student.decoder.forward = type(student.decoder).forward.__get__(student.decoder)
     student.save_pretrained(tmp_path / "export")
     again = load_flowmo(tmp_path / "export")
     assert again.config.decode == student.config.decode

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .losses import LossWeights, PerceptualFn, flow_matching_losses, sample_through_sampler
 from .model import FlowMo
-from .sampler import euler_sample, time_grid
+from .sampler import time_grid
 
 TARGETS = ("data", "teacher")
 
@@ -59,12 +59,10 @@ class DistillSettings:
 
 
 @torch.no_grad()
-def teacher_samples(teacher: FlowMo, code_in: Tensor, noise: Tensor, settings: DistillSettings) -> Tensor:
-    """The teacher's guided many-step samples x̃ (B, 3, H, W) in [-1, 1] from code_in (B, L, C+1) and noise."""
-    grid = time_grid(settings.teacher_steps, settings.teacher_schedule, noise.device)
-    z = euler_sample(teacher.velocity_from_input, code_in, noise, grid, cfg=settings.teacher_cfg,
-                     cfg_interval=settings.teacher_cfg_interval)
-    return z.clamp(-1, 1)
+def teacher_samples(teacher: FlowMo, code: Tensor, noise: Tensor, settings: DistillSettings) -> Tensor:
+    """The teacher's guided many-step samples x̃ (B, 3, H, W) in [-1, 1] of quantized code (B, L, C) from noise."""
+    return teacher.decode(code, steps=settings.teacher_steps, cfg=settings.teacher_cfg,
+                          schedule=settings.teacher_schedule, cfg_interval=settings.teacher_cfg_interval, noise=noise)
 
 
 def distill_losses(student: FlowMo, images: Tensor, settings: DistillSettings, distance: PerceptualFn,
@@ -96,7 +94,7 @@ def distill_losses(student: FlowMo, images: Tensor, settings: DistillSettings, d
         total = total + settings.data_weight * data
         terms["distill_data"] = data.detach()
     if settings.needs_teacher:
-        target = teacher_samples(teacher, code_in, noise, settings)
+        target = teacher_samples(teacher, quantized.detach(), noise, settings)
         match = distance(target, sample).float()
         total = total + settings.teacher_weight * match
         terms["distill_teacher"] = match.detach()
