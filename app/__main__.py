@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.model_picker and not model_dirs:
         raise ValueError("model_picker=true needs model_dirs=[<dir>, ...]: the directories clients may load from")
     settings = DemoSettings(
-        device=cfg.device, dtype=cfg.dtype, limits=limits, lpips_net=cfg.lpips.net,
+        device=cfg.device, dtype=cfg.dtype, compile=cfg.compile, limits=limits, lpips_net=cfg.lpips.net,
         lpips_weights=_path(cfg.lpips.weights), allow_random_lpips=cfg.lpips.allow_random,
         inception_weights=_path(cfg.evaluate.inception_weights),
         allow_random_inception=cfg.evaluate.allow_random_weights,
@@ -44,6 +44,11 @@ def main(cfg: DictConfig) -> None:
         photo_tokenizer=_optional_path(cfg.tokenizer.photo_checkpoint),
         weights_dir=_path(cfg.weights_dir) or DEFAULT_WEIGHTS_DIR, settings=settings)
     print(pipeline.status(), flush=True)
+    compile_choice = pipeline.compile_choice()
+    print(f"compile: {'on, in the background' if compile_choice.value else 'off'} ({compile_choice.reason})",
+          flush=True)
+    if compile_choice.value:
+        pipeline.compile_in_background()
     demo = build_demo(pipeline, SamplingDefaults.from_mapping(OmegaConf.to_container(cfg.sampling)),
                       model_picker=cfg.model_picker)
     launch(demo, host=cfg.host, port=cfg.port, concurrency=cfg.concurrency, queue_size=cfg.queue_size,

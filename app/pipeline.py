@@ -13,11 +13,14 @@ Long work reports through ``progress(fraction, message)`` callbacks.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
 
 from . import edit_tokens, evaluate, generate, reconstruct
 from .checks import resolve_classes
@@ -98,6 +101,48 @@ class DemoPipeline:
 
     def status(self) -> str:
         return status_line(self._models, self.settings)
+
+    # ------------------------------------------------------------------ compilation
+    def compile_choice(self) -> Any:
+        """``settings.compile`` resolved (:mod:`runkit.acceleration`): auto stays eager, since a demo request
+        is one short batch and a compile warm-up (tens of seconds on a CPU) would not pay back."""
+        from runkit.acceleration import choose_compile
+
+        return choose_compile(self.settings.compile, self.settings.torch_device(), 1, unit="batch per request")
+
+    def compile_in_background(self) -> threading.Thread:
+        """Compile copies of the main tokenizer and the generators in a thread, warm them up with one
+        generate + decode at their saved defaults, then swap them in; until then (and if compiling
+        fails) requests run on the eager models, so no request waits on the warm-up. A model set loaded
+        by the picker meanwhile is kept, not replaced."""
+        from runkit.acceleration import compile_for_inference
+
+        eager = self._models
+
+        def work() -> None:
+            try:
+                compiled = replace(eager, tokenizer=copy.deepcopy(eager.tokenizer),
+                                   generators={slot: copy.deepcopy(g) for slot, g in eager.generators.items()})
+                notes = compile_for_inference([compiled.tokenizer, *compiled.generators.values()])
+                with torch.inference_mode():  # as the requests run
+                    for model in compiled.generators.values():
+                        compiled.tokenizer.decode(model.generate([0]))
+                    if not compiled.generators:
+                        size = compiled.tokenizer.config.image_size
+                        images = torch.zeros(1, 3, size, size, device=compiled.tokenizer.device)
+                        compiled.tokenizer.reconstruct(images)
+            except Exception as error:  # a failed compile leaves the eager models serving
+                print(f"compile: failed ({type(error).__name__}: {error}); serving the eager models", flush=True)
+                return
+            with self._lock:
+                if self._models is eager:
+                    self._models = compiled
+            print("compile: warm-up done; requests now use the compiled models"
+                  + "".join(f"; {note}" for note in notes), flush=True)
+
+        thread = threading.Thread(target=work, name="compile-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def work_dir(self) -> Path:
         if self._work_dir is None:

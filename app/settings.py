@@ -19,6 +19,7 @@ class DemoSettings:
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "float32"  # float32 | bfloat16 | float16 (CUDA only)
+    compile: bool | str = "auto"  # auto (off: a request is one short batch) | true: compiled in the background | false
     limits: DemoLimits = field(default_factory=DemoLimits)
     lpips_net: str = "alex"  # alex | vgg
     lpips_weights: str | None = None  # torchvision backbone .pth for LPIPS; None: LPIPS unavailable

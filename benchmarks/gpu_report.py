@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from generator import GeneratorConfig
 from generator.attention import xformers_available
 from generator.base import build_generator
+from runkit.acceleration import compile_blocks
 from tokenizer import FlowMo, FlowMoConfig
 
 import train_speed  # benchmarks/*.py, beside this script
@@ -167,7 +168,7 @@ def tokenizer_rows(args: Namespace, device: torch.device) -> Iterator[Row]:
             torch.manual_seed(0)
             model = FlowMo(config).to(device).eval()
             if mode == "compile":
-                model.compile(dynamic=False, mode=args.compile_mode)
+                compile_blocks(model, dynamic=False, mode=args.compile_mode)
             for dtype in split(args.dtypes):
                 for batch in (int(b) for b in split(args.batch_sizes)):
                     setting = f"{mode} {dtype}"
@@ -307,7 +308,7 @@ def authors_rows(args: Namespace, device: torch.device) -> Iterator[Row]:
         ours = FlowMo(config).to(device).eval()
         if mode == "compile":
             torch._dynamo.reset()
-            ours.compile(dynamic=False, mode=args.compile_mode)
+            compile_blocks(ours, dynamic=False, mode=args.compile_mode)
         try:
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
                 reset_peak(device)

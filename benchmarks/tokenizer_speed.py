@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from runkit.acceleration import compile_blocks
 from tokenizer import FlowMo, FlowMoConfig, load_flowmo
 
 from hardware import describe  # benchmarks/hardware.py, beside this script
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", type=parse_mode, default=[(25, 1.5)],
                         help="decoder samplers STEPS:CFG or 'default' (default: 25:1.5, the release's)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="torch.compile encoder and decoder")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (runkit.acceleration.compile_blocks)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -106,7 +107,7 @@ def main() -> None:
     for name, model in models.items():
         model = model.to(device).eval()
         if args.compile:
-            model.compile()
+            compile_blocks(model)
         config = model.config
         images = torch.rand(args.batch_size, 3, config.image_size, config.image_size, device=device) * 2 - 1
         encode_seconds, encode_memory = encode_row(model, images, args.repeats, args.dtype)

@@ -46,6 +46,9 @@ class ARTransformer(GeneratorModel):
     """Decoder-only transformer: position 0 holds the class embedding, position i+1 token i."""
 
     model_type = "ar"
+    # Measured: compiled blocks recompile at every cached position (the cache length is a new int each
+    # step) until dynamo's recompile limit, slower than eager; training (teacher forcing) compiles fine.
+    eager_sampling_reason = "its KV-cache decoding changes shapes at every position"
 
     def __init__(self, config: GeneratorConfig):
         super().__init__(config)

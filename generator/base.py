@@ -25,6 +25,7 @@ class GeneratorModel(Pretrained, nn.Module):
     """Base class of :class:`MaskGIT` and :class:`ARTransformer` (not used directly)."""
 
     model_type: str = ""
+    eager_sampling_reason: str | None = None  # why generate() is never compiled (None: it compiles well)
     format_version = FORMAT_VERSION
     pretrained_kind = "generator"
 
@@ -55,6 +56,11 @@ class GeneratorModel(Pretrained, nn.Module):
     @property
     def null_class(self) -> int:
         return self.num_classes
+
+    @property
+    def transformer_width(self) -> int:
+        """The block stack's width (what :mod:`runkit.acceleration`'s CPU precision rule reads)."""
+        return self.config.width
 
     @property
     def device(self) -> torch.device:

@@ -13,7 +13,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation.feature_spaces import feature_space_option
-from runkit.cli import SAMPLING_RULES, check_numbers, output_directory, resolve_mixed_precision, user_path
+from runkit import acceleration
+from runkit.cli import SAMPLING_RULES, check_numbers, output_directory, user_path
 
 from .gfid import default_cache_dir, make_sample_fn, run_gfid
 
@@ -61,7 +62,7 @@ def main(cfg: DictConfig) -> None:
 
     check_numbers(cfg, OPTION_RULES)
     features = feature_space_option(cfg)  # missing weights fail before any model is loaded
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
+    accelerator = Accelerator()  # autocast comes from the precision chosen for these models below
     generator_model = load_generator(user_path(cfg.checkpoint)).to(accelerator.device).eval()
     tokenizer = load_flowmo(user_path(cfg.tokenizer.checkpoint), config=cfg.tokenizer.preset)
     tokenizer = tokenizer.to(accelerator.device).eval()
@@ -73,9 +74,17 @@ def main(cfg: DictConfig) -> None:
     # The settings actually used (unset ones from the tokenizer's saved defaults): what the plan records.
     decoding = tokenizer.decode_settings(**decoding)
     sample_fn = make_sample_fn(generator_model, tokenizer, sampling, decoding)
+    models = [generator_model, tokenizer]
+    compile_choice, precision = acceleration.inference_choices(
+        models, cfg.compile, cfg.mixed_precision, accelerator.device,
+        -(-cfg.num_samples // (cfg.batch_size * accelerator.num_processes)))
+    accelerator.print(acceleration.describe(compile_choice, precision))
+    if compile_choice.value:
+        for note in acceleration.compile_for_inference(models):
+            accelerator.print(note)
 
     def autocast_sample_fn(class_ids, seeds):
-        with accelerator.autocast():
+        with acceleration.autocast(accelerator.device, precision.value):
             return sample_fn(class_ids, seeds)
 
     num_classes = cfg.num_classes if cfg.num_classes is not None else generator_model.num_classes
@@ -90,7 +99,7 @@ def main(cfg: DictConfig) -> None:
                       "architecture_hash": tokenizer.config.architecture_hash()},
         "sampling": sampling,
         "decoding": decoding,
-        "mixed_precision": cfg.mixed_precision,
+        "mixed_precision": precision.value, "compile": bool(compile_choice.value),
     }
     report = run_gfid(
         autocast_sample_fn, num_samples=cfg.num_samples, num_classes=num_classes, out_dir=out_dir,

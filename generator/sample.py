@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from runkit.fileio import atomic_write
-from runkit.cli import SAMPLING_RULES, check_numbers, resolve_device, resolve_mixed_precision, user_path
+from runkit import acceleration
+from runkit.cli import SAMPLING_RULES, check_numbers, resolve_device, user_path
 
 from .base import GeneratorModel
 from .loading import load_generator
@@ -79,9 +80,14 @@ def main(cfg: DictConfig) -> None:
         raise ValueError("say what to draw: class_ids=[...] or prompt=\"...\"")
     class_ids = [c for c in classes for _ in range(cfg.samples_per_class)]
     options = {k: v for k, v in OmegaConf.to_container(cfg.sampling, resolve=True).items() if v is not None}
-    precision = resolve_mixed_precision(cfg.mixed_precision, cpu=device.type != "cuda")
-    autocast_dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    with torch.autocast(device.type, dtype=autocast_dtype, enabled=precision != "no"):
+    batches = -(-len(class_ids) // cfg.batch_size)
+    compile_choice, precision = acceleration.inference_choices([model, tokenizer], cfg.compile, cfg.mixed_precision,
+                                                               device, batches)
+    print(acceleration.describe(compile_choice, precision))
+    if compile_choice.value:
+        for note in acceleration.compile_for_inference([model, tokenizer]):
+            print(note)
+    with acceleration.autocast(device, precision.value):
         images, indices = sample_images(model, tokenizer, class_ids, seed=cfg.seed, batch_size=cfg.batch_size,
                                         decode_steps=cfg.decode_steps, decode_cfg=cfg.decode_cfg, **options)
     images = images.float()

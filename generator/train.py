@@ -137,7 +137,7 @@ class GeneratorTrainer(Trainer):
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) one generator training as configured; returns a summary."""
-    run = open_training_run(cfg, "generator", OPTION_RULES)
+    run = open_training_run(cfg, "generator", OPTION_RULES, width=cfg.generator.width)
     tcfg, accelerator = cfg.train, run.accelerator
 
     # --- data

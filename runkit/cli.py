@@ -64,19 +64,6 @@ def loader_workers(requested: int | None) -> int:
     return max(0, min(int(requested or 0), cpus - 1))
 
 
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-
-
-def resolve_mixed_precision(name: str, cpu: bool = False) -> str:
-    """accelerate's ``mixed_precision`` for a config value: ``auto`` is bf16 when the run will use
-    CUDA (and ``cpu`` does not force the CPU), else ``no``; ``no``, ``bf16`` and ``fp16`` pass through."""
-    if name not in MIXED_PRECISION:
-        raise ValueError(f"mixed_precision={name!r}; choose one of {list(MIXED_PRECISION)}")
-    if name == "auto":
-        return "bf16" if torch.cuda.is_available() and not cpu else "no"
-    return name
-
-
 # ---------------------------------------------------------------------------- numeric options
 # A rule is "int|float >= N", "int|float > N" or "int|float in [a, b]" (round brackets: open
 # ends), optionally followed by " or null". Entry points check their whole table when the config

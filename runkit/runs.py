@@ -12,8 +12,9 @@ from .fileio import atomic_write
 
 RUN_CONFIG_FILE = "config.yaml"
 # Options that may change when a run is resumed: where it lives and how it logs, not what it trains.
+# How fast it runs (train.compile) is free too: a compiled run resumes eagerly and vice versa.
 RESUME_FREE_KEYS = ("resume", "resume_force", "run_dir", "init_from", "init_weights", "log", "checkpoint",
-                    "data.num_workers")
+                    "data.num_workers", "train.compile")
 
 
 def load_resume_state(manager: CheckpointManager, resume: Any, trainer: str, run_config: Mapping[str, Any],

@@ -1,6 +1,7 @@
 """The training skeleton both trainers run: accelerate setup, the run folder, the optimizer step
-with gradient accumulation, the non-finite-step policy, TensorBoard, the progress bar, and
-checkpoints that resume exactly (model, EMA, optimizer, scheduler, every RNG, step).
+with gradient accumulation, the non-finite-step policy, TensorBoard, the progress bar, checkpoints
+that resume exactly (model, EMA, optimizer, scheduler, every RNG, step), compile and precision
+(:mod:`runkit.acceleration`) and the run's ``summary.json`` (its measured speed).
 
 A trainer subclasses :class:`Trainer` with its objective (:meth:`~Trainer.compute_loss`), its data
 (:meth:`~Trainer.micro_batch`) and, optionally, what it does around a step and what else its
@@ -9,6 +10,7 @@ checkpoints hold; ``tokenizer.train`` and ``generator.train`` keep only that, th
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -19,13 +21,18 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import acceleration
+from .acceleration import Choice
 from .checkpoint import CheckpointManager
-from .cli import check_numbers, output_directory, resolve_mixed_precision
+from .cli import check_numbers, output_directory
+from .fileio import atomic_write
 from .ema import EMA
 from .rng import capture_rng_state, restore_rng_state
 from .runs import open_run
 
 LossFn = Callable[[Any], "tuple[Tensor, Mapping[str, Tensor]]"]
+SUMMARY_FILE = "summary.json"
+WARMUP_STEPS = 3  # the first steps of each invocation: compilation, allocator and kernel selection
 
 
 class TrainingDiverged(RuntimeError):
@@ -42,15 +49,19 @@ class Run:
     manager: CheckpointManager
     resume_dir: Path | None
     saved: dict[str, Any] | None  # the resume checkpoint's training state, checked against cfg
+    compile: Choice  # compile the model's transformer blocks (runkit.acceleration)
+    precision: Choice  # accelerate's mixed_precision and why
 
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
 
-def open_training_run(cfg: Any, trainer: str, rules: Mapping[str, str]) -> Run:
-    """Check the numeric options, start accelerate (mixed precision, gradient accumulation, a seed per
-    process) and open the run folder (:func:`runkit.runs.open_run`), before any model is built."""
+def open_training_run(cfg: Any, trainer: str, rules: Mapping[str, str], width: int | None = None) -> Run:
+    """Check the numeric options, choose precision and compilation (``width``: the model's transformer
+    width, which the CPU precision rule reads), start accelerate (mixed precision, gradient
+    accumulation, a seed per process) and open the run folder (:func:`runkit.runs.open_run`), before
+    any model is built. The run's first line says what was chosen and why."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -58,20 +69,28 @@ def open_training_run(cfg: Any, trainer: str, rules: Mapping[str, str]) -> Run:
     tcfg = cfg.train
     run_dir = output_directory(cfg.get("run_dir"), "run_dir")
     cpu = tcfg.get("cpu", False)
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(tcfg.mixed_precision, cpu),
-                              gradient_accumulation_steps=tcfg.grad_accum, cpu=cpu)
+    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
+    precision = acceleration.choose_precision(tcfg.mixed_precision, device, width)
+    requested_compile = tcfg.get("compile", "auto")
+    acceleration.choose_compile(requested_compile, device, None)  # a bad value fails before any work
+    accelerator = Accelerator(mixed_precision=precision.value, gradient_accumulation_steps=tcfg.grad_accum, cpu=cpu)
     set_seed(cfg.seed + accelerator.process_index)
     manager, resume_dir, saved = open_run(run_dir, cfg, trainer, accelerator.is_main_process,
                                           accelerator.wait_for_everyone)
-    return Run(cfg, run_dir, accelerator, manager, resume_dir, saved)
+    steps_left = tcfg.max_steps - (saved["step"] if saved else 0)
+    compile_choice = acceleration.choose_compile(requested_compile, accelerator.device, steps_left,
+                                                 unit="steps to train")
+    accelerator.print(acceleration.describe(compile_choice, precision))
+    return Run(cfg, run_dir, accelerator, manager, resume_dir, saved, compile_choice, precision)
 
 
 def done_line(summary: Mapping[str, Any], **outputs: str) -> str:
-    """The line a training command ends with: step, final loss, checkpoint and its other outputs."""
+    """The lines a training command ends with: step, final loss, checkpoint and its other outputs, then
+    the measured speed (``summary.json``)."""
     losses = [loss for loss in summary["losses"] if math.isfinite(loss)]
     parts = [f"done: step {summary['step']}" + (f", final loss {losses[-1]:.4f}" if losses else ""),
              f"checkpoint {summary['checkpoint']}", *(f"{name} {value}" for name, value in outputs.items())]
-    return "; ".join(parts)
+    return "; ".join(parts) + "\n" + speed_line(summary.get("speed", {}))
 
 
 def optimizer_step(accelerator: Any, wrapped: nn.Module, optimizer: Any, micro_batches: Iterable[Any],
@@ -101,6 +120,83 @@ def optimizer_step(accelerator: Any, wrapped: nn.Module, optimizer: Any, micro_b
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return step_loss, reduced
+
+
+class StepClock:
+    """Seconds spent in training steps (forward, backward, update, EMA), apart from validation, image
+    grids and checkpoints; the first :data:`WARMUP_STEPS` steps of an invocation (compilation,
+    allocator, kernel selection) are counted as warm-up, the rest give the steady-state speed. It also
+    counts the graphs torch.compile builds, so a recompilation after the warm-up shows."""
+
+    def __init__(self, first_step: int) -> None:
+        self.first_step, self.steps = first_step, 0
+        self.warmup_s = self.steady_s = 0.0
+        self._began = time.perf_counter()
+        self._graphs_at_start = self._graphs_after_warmup = compiled_graphs()
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        elapsed = time.perf_counter() - self._started
+        self.steps += 1
+        if self.steps <= WARMUP_STEPS:
+            self.warmup_s += elapsed
+            self._graphs_after_warmup = compiled_graphs()
+        else:
+            self.steady_s += elapsed
+
+    def steps_per_s(self) -> float:
+        """Steady-state steps per second so far (over the warm-up steps while there are no others)."""
+        if self.steps > WARMUP_STEPS:
+            return (self.steps - WARMUP_STEPS) / max(self.steady_s, 1e-9)
+        return self.steps / max(self.warmup_s, 1e-9)
+
+    def summary(self, step: int, run: Run) -> dict[str, Any]:
+        graphs = compiled_graphs()
+        return {"steps_per_s": round(self.steps_per_s(), 4),
+                "steady_steps": max(0, self.steps - WARMUP_STEPS), "warmup_steps": min(self.steps, WARMUP_STEPS),
+                "warmup_s": round(self.warmup_s, 2), "wall_s": round(time.perf_counter() - self._began, 2),
+                "compile": bool(run.compile.value), "compile_reason": run.compile.reason,
+                "mixed_precision": run.precision.value, "precision_reason": run.precision.reason,
+                "device": device_name(run.accelerator.device), "processes": run.accelerator.num_processes,
+                "steps": self.steps, "first_step": self.first_step, "last_step": step,
+                "compiled_graphs": graphs - self._graphs_at_start,
+                "recompiles_after_warmup": graphs - self._graphs_after_warmup}
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process so far (dynamo's counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def device_name(device: torch.device) -> str:
+    """The device in words: the GPU's name, or the CPU's model and thread count."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"CPU {model}, {torch.get_num_threads()} threads"
+
+
+def speed_line(speed: Mapping[str, Any]) -> str:
+    """The speed summary a training command prints last (what ``summary.json`` holds)."""
+    if not speed.get("steps"):
+        return "speed: no steps trained in this invocation"
+    precision = "fp32" if speed["mixed_precision"] == "no" else speed["mixed_precision"]
+    return (f"speed: {speed['steps_per_s']:.3f} steps/s at steady state ({speed['steady_steps']} steps, after "
+            f"{speed['warmup_steps']} warm-up steps taking {speed['warmup_s']:.1f} s); compile "
+            f"{'on' if speed['compile'] else 'off'}, precision {precision}, {speed['device']}; "
+            f"recompilations after warm-up: {speed['recompiles_after_warmup']} ({SUMMARY_FILE} in the run folder)")
 
 
 class Trainer:
@@ -197,13 +293,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.max_steps``; returns run_dir, step, losses and the last checkpoint."""
+        """Train to ``train.max_steps``; returns run_dir, step, losses, the last checkpoint and the speed
+        summary (also written to ``summary.json`` in the run folder, see :class:`StepClock`)."""
         tcfg, run = self.cfg.train, self.run
         if run.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(run.run_dir / "tb"))
-            self.ema_model = self.ema.averaged_model(self.model)
+            self.ema_model = self.ema.averaged_model(self.model)  # before compiling: the copy stays eager
+        if run.compile.value:
+            acceleration.compile_blocks(self.model)
         self._restore_rng()
         self.begin()
         progress = tqdm(total=tcfg.max_steps, initial=self.step, disable=not run.is_main, desc=self.progress_label,
@@ -211,22 +310,23 @@ class Trainer:
         if self.step >= tcfg.max_steps:
             self.accelerator.print(f"{run.run_dir} already finished step {self.step} (train.max_steps="
                                    f"{tcfg.max_steps}); raise train.max_steps (with resume_force=true) to train on")
-        last_checkpoint, start_step, start_time = None, self.step, time.time()
+        last_checkpoint, clock = None, StepClock(self.step)
         while self.step < tcfg.max_steps:
+            clock.start()
             self.before_step()
             micro_batches = (self.micro_batch(micro) for micro in range(tcfg.grad_accum))
             loss, terms = optimizer_step(self.accelerator, self.wrapped, self.optimizer, micro_batches,
                                          self.compute_loss, self.params, tcfg.grad_clip)
             self.step += 1
             self._apply(loss)
+            clock.stop()  # the loss was read back (.item()), so queued device work is done
             self.losses.append(loss)
             progress.update(1)
             last = self.step == tcfg.max_steps
             if run.is_main:
                 # The last step always logs, so a short run still ends with its numbers and grids.
                 if self.step % self.cfg.log.every == 0 or last:
-                    steps_per_s = (self.step - start_step) / max(time.time() - start_time, 1e-9)
-                    self._log(progress, loss, terms, steps_per_s)
+                    self._log(progress, loss, terms, clock.steps_per_s())
                 self.monitor(last)
             if self.nan_streak >= tcfg.max_nan_steps:
                 last_checkpoint = self.save_checkpoint()
@@ -237,13 +337,22 @@ class Trainer:
                                        "train.grad_clip or check the data")
             if self.step % self.cfg.checkpoint.every == 0 or last:
                 last_checkpoint = self.save_checkpoint()
+                self._write_summary(clock)  # with every checkpoint, so a killed run keeps its speed
         progress.close()
         if self.writer is not None:
             self.writer.close()
+        speed = self._write_summary(clock)
         # A rerun of a finished run writes nothing new: it reports the checkpoint already there.
         checkpoint = last_checkpoint or run.manager.latest()
         return {"run_dir": str(run.run_dir), "step": self.step, "losses": self.losses,
-                "checkpoint": str(checkpoint) if checkpoint else None}
+                "checkpoint": str(checkpoint) if checkpoint else None, "speed": speed}
+
+    def _write_summary(self, clock: StepClock) -> dict[str, Any]:
+        speed = clock.summary(self.step, self.run)
+        if self.run.is_main and speed["steps"]:
+            atomic_write(self.run.run_dir / SUMMARY_FILE,
+                         lambda tmp: tmp.write_text(json.dumps(speed, indent=2) + "\n"))
+        return speed
 
     def _apply(self, loss: float) -> None:
         """The non-finite policy: a skipped step moves neither the schedule nor the EMA."""

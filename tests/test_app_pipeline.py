@@ -446,3 +446,25 @@ def test_cli_help_lists_the_options():
 def test_a_single_class_name_or_id_is_not_split_into_characters(pipeline):
     assert pipeline.resolve_classes(3) == [3]
     assert pipeline.resolve_classes(pipeline.class_names[3]) == [3]
+
+
+def test_compile_is_off_by_default_for_interactive_requests(pipeline):
+    choice = pipeline.compile_choice()
+    assert choice.value is False and "batch per request" in choice.reason
+
+
+@pytest.mark.slow
+def test_background_compile_swaps_in_equal_models_without_blocking(weights_dir, tmp_path):
+    settings = DemoSettings(compile=True, work_dir=str(tmp_path))
+    pipeline = DemoPipeline.load(weights_dir=weights_dir, settings=settings)
+    eager = pipeline.models
+    thread = pipeline.compile_in_background()
+    served = pipeline.generate(["two"], "MaskGIT", steps=2, decode_steps=2, seed=3)  # answered meanwhile
+    thread.join(timeout=600)
+    assert not thread.is_alive() and pipeline.models is not eager
+    compiled = pipeline.generate(["two"], "MaskGIT", steps=2, decode_steps=2, seed=3)
+    # Compiled kernels round differently: a near-tie between two tokens may flip, nothing more.
+    assert (compiled.indices == served.indices).float().mean() >= 0.9
+    if torch.equal(compiled.indices, served.indices):
+        torch.testing.assert_close(compiled.images, served.images, atol=2e-3, rtol=0)
+    assert list(pipeline.models.tokenizer.state_dict()) == list(eager.tokenizer.state_dict())

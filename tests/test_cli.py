@@ -45,15 +45,3 @@ def test_resolve_device_checks_names():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:0")
-
-
-def test_mixed_precision_auto_follows_the_device():
-    import torch
-
-    from runkit.cli import resolve_mixed_precision
-
-    assert resolve_mixed_precision("auto", cpu=True) == "no"
-    assert resolve_mixed_precision("auto") == ("bf16" if torch.cuda.is_available() else "no")
-    assert resolve_mixed_precision("fp16") == "fp16"
-    with pytest.raises(ValueError, match="mixed_precision='bfloat16'"):
-        resolve_mixed_precision("bfloat16")

@@ -93,3 +93,18 @@ def test_model_shorthand_selects_the_base_size_of_that_kind(model, width):
         cfg = compose("generator_train", overrides=[f"model={model}"])
     assert cfg.generator.model == model and cfg.generator.width == width
     assert "model" not in cfg
+
+
+@pytest.mark.slow
+def test_compiled_training_writes_clean_weights_without_recompiling(tmp_path):
+    from safetensors.torch import load_file
+
+    cache = synthetic_cache(tmp_path / "cache")
+    summary = train(config(tmp_path / "run", cache, "generator.model=ar", "train.max_steps=8", "checkpoint.every=8",
+                           "train.compile=true"))
+    speed = summary["speed"]
+    assert speed["compile"] is True and speed["recompiles_after_warmup"] == 0
+    assert (tmp_path / "run" / "summary.json").is_file()
+    weights = load_file(str(next((tmp_path / "run" / "checkpoints").glob("step_*/model.safetensors"))))
+    assert not [name for name in weights if "_orig_mod" in name]
+    assert load_generator(tmp_path / "run").model_type == "ar"  # the export loads as an eager model

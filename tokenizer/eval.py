@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from evaluation.feature_spaces import feature_space_option
 from runkit.checkpoint import CheckpointManager, parse_step
-from runkit.cli import check_numbers, output_directory, resolve_mixed_precision, user_path
+from runkit import acceleration
+from runkit.cli import check_numbers, output_directory, user_path
 from runkit.fileio import atomic_write
 
 from .loading import load_flowmo
@@ -62,11 +63,11 @@ def _save_pngs(images: torch.Tensor, indices: list[int], folder: Path) -> None:
 
 
 def make_accelerator(cfg: DictConfig) -> Any:
-    """Devices and precision for evaluation: bf16 autocast on CUDA unless ``mixed_precision`` says otherwise."""
+    """Devices and processes for evaluation (precision and compilation are chosen per model, in
+    :func:`evaluate_model`)."""
     from accelerate import Accelerator
 
-    cpu = cfg.get("cpu", False)
-    return Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(cfg.get("mixed_precision", "auto"), cpu))
+    return Accelerator(cpu=cfg.get("cpu", False))
 
 
 def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: Any = None) -> dict[str, Any]:
@@ -103,6 +104,11 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     shown: list[tuple[torch.Tensor, torch.Tensor]] = []
     size = model.config.image_size
     batches = [shard[i:i + cfg.batch_size] for i in range(0, len(shard), cfg.batch_size)]
+    compile_choice, precision = acceleration.inference_choices([model], cfg.get("compile", "auto"),
+                                                               cfg.get("mixed_precision", "auto"), device, len(batches))
+    accelerator.print(acceleration.describe(compile_choice, precision))
+    if compile_choice.value:
+        acceleration.compile_for_inference([model])
     for batch in tqdm(batches, desc="reconstructing", disable=not accelerator.is_main_process, dynamic_ncols=True):
         # An unreadable file is skipped and reported, never replaced by a neighbour (scored twice).
         items = {i: dataset.exact_item(i) for i in batch}
@@ -111,7 +117,7 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
             continue
         images = torch.stack([items[i][0] for i in batch])
         noise = torch.stack([image_noise(i, cfg.seed, (3, size, size)) for i in batch])
-        with torch.no_grad(), accelerator.autocast():
+        with torch.no_grad(), acceleration.autocast(device, precision.value):
             recons = model.reconstruct(images.to(device), steps=cfg.steps, cfg=cfg.cfg, schedule=cfg.schedule,
                                        noise=noise.to(device)).float().cpu()
         per_image: dict[str, torch.Tensor] = {}
@@ -153,6 +159,7 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
         "skipped": len(skipped_files), "skipped_files": skipped_files,
         "decoder": {**model.decode_settings(cfg.steps, cfg.cfg, cfg.schedule), "seed": cfg.seed,
                     "evaluations": model.decode_evaluations(cfg.steps, cfg.cfg, cfg.schedule)},
+        "compile": bool(compile_choice.value), "mixed_precision": precision.value,
         "metrics": results, "calibrated": {k: calibrated[k] for k in results},
         "feature_space": features.label if features is not None else None,
         "uncalibrated": sorted(k for k in results if not calibrated[k]), "lines": lines,

@@ -51,6 +51,11 @@ class FlowMo(Pretrained, nn.Module):
     def bits_per_pixel(self) -> float:
         return self.config.bits_per_pixel
 
+    @property
+    def transformer_width(self) -> int:
+        """The wider of encoder and decoder (what :mod:`runkit.acceleration`'s CPU precision rule reads)."""
+        return max(self.config.enc_hidden, self.config.dec_hidden)
+
     # ------------------------------------------------------------------ input checks
     def _check_images(self, images: Tensor, name: str = "images") -> None:
         size = self.config.image_size
@@ -186,12 +191,6 @@ class FlowMo(Pretrained, nn.Module):
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         self.encoder.gradient_checkpointing = enabled
         self.decoder.gradient_checkpointing = enabled
-
-    def compile(self, **kwargs: Any) -> "FlowMo":
-        """torch.compile the encoder and decoder transformers in place (the hot paths)."""
-        self.encoder.compile(**kwargs)
-        self.decoder.compile(**kwargs)
-        return self
 
     # ------------------------------------------------------------------ persistence
     def pretrained_record(self) -> dict[str, Any]:

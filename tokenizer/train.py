@@ -249,11 +249,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     stage = str(cfg.stage).lower()
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
-    run = open_training_run(cfg, "tokenizer", OPTION_RULES)
+    config = FlowMoConfig.from_dict(OmegaConf.to_container(cfg.tokenizer, resolve=True))
+    run = open_training_run(cfg, "tokenizer", OPTION_RULES, width=max(config.enc_hidden, config.dec_hidden))
     tcfg, lcfg, accelerator = cfg.train, cfg.loss, run.accelerator
 
     # --- model, EMA, norms
-    config = FlowMoConfig.from_dict(OmegaConf.to_container(cfg.tokenizer, resolve=True))
     distill = teacher = None
     if stage == "distill":
         distill = DistillSettings(**OmegaConf.to_container(cfg.distill, resolve=True))
