@@ -26,6 +26,9 @@ class GeneratorModel(Pretrained, nn.Module):
 
     model_type: str = ""
     eager_sampling_reason: str | None = None  # why generate() is never compiled (None: it compiles well)
+    # benchmarks/train_speed.md: the 128- and 384-wide generators' training steps were no faster compiled
+    # on a 2-core CPU (0.87-1.01x), so compile=auto trains them eagerly there.
+    cpu_training_compile_gain = False
     format_version = FORMAT_VERSION
     pretrained_kind = "generator"
 

@@ -137,7 +137,8 @@ class GeneratorTrainer(Trainer):
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) one generator training as configured; returns a summary."""
-    run = open_training_run(cfg, "generator", OPTION_RULES, width=cfg.generator.width)
+    run = open_training_run(cfg, "generator", OPTION_RULES, width=cfg.generator.width,
+                            cpu_compile_gain=GeneratorModel.cpu_training_compile_gain)
     tcfg, accelerator = cfg.train, run.accelerator
 
     # --- data

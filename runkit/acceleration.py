@@ -15,7 +15,10 @@ The rules, from that benchmark on a 2-core CPU with native bf16 matmuls and on C
   sampling call or the demo stays eager). Every block of one shape reuses one compiled graph, so the
   warm-up is one block's compile (tens of seconds on 2 cores), not the whole network's (minutes).
   A model whose sampling does not compile well says so in ``eager_sampling_reason`` (the AR model:
-  its KV-cache decoding changes shapes at every position) and samples eagerly.
+  its KV-cache decoding changes shapes at every position) and samples eagerly. A model whose
+  training step measured no faster compiled on a CPU says so in ``cpu_training_compile_gain``
+  (False for the generators: their small blocks gained nothing, or lost up to 10 %, on 2 cores),
+  and trains eagerly there under ``auto``.
 """
 
 from __future__ import annotations
@@ -106,9 +109,10 @@ def compiler_problem(device: torch.device | str) -> str | None:
 
 
 def choose_compile(requested: Any, device: torch.device | str, work: int | None,
-                   min_work: int = COMPILE_MIN_STEPS, unit: str = "steps") -> Choice:
+                   min_work: int = COMPILE_MIN_STEPS, unit: str = "steps", cpu_gain: bool = True) -> Choice:
     """Whether to compile: ``requested`` is auto | true | false; ``work`` the job's length in ``unit``
-    (training steps left, batches to decode) against the ``min_work`` that pays back the warm-up."""
+    (training steps left, batches to decode) against the ``min_work`` that pays back the warm-up;
+    ``cpu_gain`` False: the model measured no faster compiled on a CPU, so auto stays eager there."""
     if requested not in ("auto", True, False):
         raise ValueError(f"compile={requested!r}; choose auto, true or false")
     if requested is False:
@@ -120,6 +124,8 @@ def choose_compile(requested: Any, device: torch.device | str, work: int | None,
         return Choice(True, "forced by compile=true")
     if problem:
         return Choice(False, problem)
+    if torch.device(device).type == "cpu" and not cpu_gain:
+        return Choice(False, "this model measured no faster compiled on a CPU (benchmarks/train_speed.md)")
     if work is not None and work < min_work:
         return Choice(False, f"{work} {unit} (< {min_work}: the warm-up would not pay back)")
     return Choice(True, "inductor " + ("with Triton" if torch.device(device).type == "cuda" else "C++ on CPU")

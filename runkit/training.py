@@ -57,9 +57,11 @@ class Run:
         return self.accelerator.is_main_process
 
 
-def open_training_run(cfg: Any, trainer: str, rules: Mapping[str, str], width: int | None = None) -> Run:
+def open_training_run(cfg: Any, trainer: str, rules: Mapping[str, str], width: int | None = None,
+                      cpu_compile_gain: bool = True) -> Run:
     """Check the numeric options, choose precision and compilation (``width``: the model's transformer
-    width, which the CPU precision rule reads), start accelerate (mixed precision, gradient
+    width, which the CPU precision rule reads; ``cpu_compile_gain``: whether its training step measured
+    faster compiled on a CPU, see :mod:`runkit.acceleration`), start accelerate (mixed precision, gradient
     accumulation, a seed per process) and open the run folder (:func:`runkit.runs.open_run`), before
     any model is built. The run's first line says what was chosen and why."""
     from accelerate import Accelerator
@@ -79,7 +81,7 @@ def open_training_run(cfg: Any, trainer: str, rules: Mapping[str, str], width: i
                                           accelerator.wait_for_everyone)
     steps_left = tcfg.max_steps - (saved["step"] if saved else 0)
     compile_choice = acceleration.choose_compile(requested_compile, accelerator.device, steps_left,
-                                                 unit="steps to train")
+                                                 unit="steps to train", cpu_gain=cpu_compile_gain)
     accelerator.print(acceleration.describe(compile_choice, precision))
     return Run(cfg, run_dir, accelerator, manager, resume_dir, saved, compile_choice, precision)
 

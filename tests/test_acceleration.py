@@ -63,6 +63,9 @@ def test_compile_choice_auto_needs_a_compiler_and_a_long_enough_job(monkeypatch)
     short = choose_compile("auto", "cpu", 40, unit="steps to train")
     assert short.value is False and "40 steps to train" in short.reason
     assert choose_compile(False, "cpu", 10_000) == Choice(False, "forced by compile=false")
+    no_gain = choose_compile("auto", "cpu", 10_000, cpu_gain=False)
+    assert no_gain.value is False and "measured no faster compiled on a CPU" in no_gain.reason
+    assert choose_compile(True, "cpu", 10_000, cpu_gain=False).value is True  # forcing still compiles
     monkeypatch.setattr(acceleration, "compiler_problem", lambda device: "no C++ compiler on PATH")
     assert choose_compile("auto", "cpu", 10_000) == Choice(False, "no C++ compiler on PATH")
     with pytest.raises(ValueError, match="compile=true, but torch.compile cannot run here: no C\\+\\+ compiler"):

@@ -250,7 +250,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
     config = FlowMoConfig.from_dict(OmegaConf.to_container(cfg.tokenizer, resolve=True))
-    run = open_training_run(cfg, "tokenizer", OPTION_RULES, width=max(config.enc_hidden, config.dec_hidden))
+    run = open_training_run(cfg, "tokenizer", OPTION_RULES, width=max(config.enc_hidden, config.dec_hidden),
+                            cpu_compile_gain=FlowMo.cpu_training_compile_gain)
     tcfg, lcfg, accelerator = cfg.train, cfg.loss, run.accelerator
 
     # --- model, EMA, norms
