@@ -346,11 +346,14 @@ def bench_generator_sample(name: str, args: Namespace, device: torch.device) -> 
 
 
 # ---------------------------------------------------------------------------- the CLI at its defaults
-def run_cli(name: str, args: Namespace, workdir: Path) -> dict:
-    """``python -m tokenizer.train`` with the config's recipe and defaults, stopped once its summary.json
-    records ``args.cli_steps`` steady steps; returns that summary."""
+def run_cli(name: str, mode: str, args: Namespace, workdir: Path) -> dict:
+    """``python -m tokenizer.train`` with the config's recipe and defaults (``mode`` "auto"), or forced to
+    eager fp32 (``mode`` "eager fp32": what the CLI ran before compile and the bf16 rule), stopped once
+    its summary.json records ``args.cli_steps`` steady steps; returns that summary."""
     _batch, _accum, overrides = SETUPS[name]
-    run_dir = workdir / f"cli_{name}"
+    if mode == "eager fp32":
+        overrides = [*overrides, "train.compile=false", "train.mixed_precision=no"]
+    run_dir = workdir / f"cli_{name}_{mode.replace(' ', '_')}"
     extra = []
     if name == "photos32":
         photos = prepare_photos(workdir)
@@ -420,7 +423,7 @@ def measure_row(kind: str, name: str, mode: str, args: Namespace) -> dict:
 
 def run_row(kind: str, name: str, mode: str, args: Namespace, workdir: Path) -> dict:
     if kind == "cli":
-        return run_cli(name, args, workdir)
+        return run_cli(name, mode, args, workdir)
     command = [sys.executable, str(Path(__file__).resolve()), "--row", kind, name, mode, *args.passthrough]
     done = subprocess.run(command, capture_output=True, text=True, env=fresh_cache_env(workdir))
     if done.returncode != 0:
@@ -435,7 +438,7 @@ def plan(args: Namespace) -> list[tuple[str, str, str]]:
     for name in args.configs:
         for kind in args.sections:
             if kind == "cli":
-                rows.append(("cli", name, "auto"))
+                rows += [("cli", name, mode) for mode in args.cli_modes]
                 continue
             if args.authors_code:
                 rows.append((kind, name, "release"))
@@ -453,24 +456,26 @@ def print_table(results: dict[tuple[str, str, str], list[dict]], args: Namespace
         warmup = runs[0]["warmup_s"]
 
         def ratio(base_mode: str, base_kind: str) -> str:
-            base_kind = "train" if base_kind == "cli" else base_kind
-            base = results.get((base_kind, name, base_mode))
+            # A CLI row against the CLI forced to eager fp32, or else the bare training step's row.
+            base = results.get((base_kind, name, base_mode)) if base_kind == "cli" and base_mode != "release" else None
+            base = base or results.get(("train" if base_kind == "cli" else base_kind, name, base_mode))
             if not base:
                 return "-"
             key = "images_per_s" if per_image else "steps_per_s"
             return f"{speed / statistics.median(r[key] for r in base):.2f}x"
 
         shown = f"({speed:.2f})" if per_image else f"{speed:.3f}"
-        label = {"release": "release (authors' code), eager fp32"}.get(mode, f"ours, {mode}")
+        label = {"release": "release (authors' code as shipped: @torch.compile'd encode/decode), fp32"}.get(mode, f"ours, {mode}")
         if kind == "cli":
             precision = "fp32" if runs[0]["mixed_precision"] == "no" else runs[0]["mixed_precision"]
-            label = (f"ours, `python -m tokenizer.train` defaults: compile {'on' if runs[0]['compile'] else 'off'}, "
+            forced = "forced" if mode != "auto" else "defaults"
+            label = (f"ours, `python -m tokenizer.train` {forced}: compile {'on' if runs[0]['compile'] else 'off'}, "
                      f"{precision}")
         print(f"| {kind} | {name} | {label} | {shown} | {warmup:.1f} | {ratio('release', kind)} "
               f"| {ratio('eager fp32', kind)} | {len(runs)} |")
-    for (kind, name, _mode), runs in results.items():
+    for (kind, name, mode), runs in results.items():
         if kind == "cli":
-            print(f"\n{name} CLI first line: `{runs[0]['first_line']}`")
+            print(f"\n{name} CLI ({mode}) first line: `{runs[0]['first_line']}`")
 
 
 def parse_args(argv: list[str] | None = None) -> Namespace:
@@ -485,6 +490,7 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser.add_argument("--decode-batch", type=int, default=8)
     parser.add_argument("--decode-steps", type=int, default=2, help="timed reconstruct calls per row")
     parser.add_argument("--cli-steps", type=int, default=30, help="steady steps the CLI row waits for")
+    parser.add_argument("--cli-modes", default="auto,eager fp32", help="comma list: auto (the defaults), eager fp32")
     parser.add_argument("--cli-every", type=int, default=20, help="the CLI row's checkpoint interval")
     parser.add_argument("--generators", default="digits_maskgit,digits_ar,small_maskgit",
                         help=f"comma list of {', '.join(GENERATORS)} (empty: none)")
@@ -504,6 +510,7 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     args.sections = [s for s in args.sections.split(",") if s]
     args.generators = [g for g in args.generators.split(",") if g]
     args.gen_sections = [s for s in args.gen_sections.split(",") if s]
+    args.cli_modes = [m.strip() for m in args.cli_modes.split(",") if m.strip()]
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.steps = {name: int(n) for name, n in (item.split(":") for item in args.steps.split(","))}
     args.gen_steps = {name: int(n) for name, n in (item.split(":") for item in args.gen_steps.split(","))}
@@ -530,8 +537,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="train_speed_") as workdir:
         for round_index in range(args.rounds):
             for row in rows:
-                if row[0] == "cli" and round_index > 0:
-                    continue  # one CLI run per config: it measures its own steady state over many steps
                 result = run_row(*row, args, Path(workdir))
                 results[row].append(result)
                 value = result["images_per_s"] if row[0] in ("decode", "gen-sample") else result["steps_per_s"]
