@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from tokenizer import DIGIT_NAMES
+from imagedata import DIGIT_NAMES
 
 from .checks import check_decode, check_generate, check_seed
 from .decoding import ProgressFn

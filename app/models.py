@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tokenizer import DIGIT_NAMES
+from imagedata import DIGIT_NAMES
 
 from .settings import DemoSettings
 

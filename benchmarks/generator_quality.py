@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--generators", nargs="+", default=["app/weights/maskgit", "app/weights/ar"])
     parser.add_argument("--tokenizer", default="app/weights/tokenizer")
     parser.add_argument("--classifier", default="app/weights/digits_classifier")
-    parser.add_argument("--data", default="digits", help="dataset name of tokenizer.data.build_dataset")
+    parser.add_argument("--data", default="digits", help="dataset name of imagedata.build_dataset")
     parser.add_argument("--per-class", type=int, default=50)
     parser.add_argument("--sampling", nargs="*", default=[], help="generate() overrides, e.g. cfg_scale=1.5 top_k=0")
     parser.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,7 @@ bf16 autocast, torch.compile and compile + bf16, and ``python -m tokenizer.train
     python benchmarks/train_speed.py --configs digits --sections train --rounds 1      # quick
 
 Configs: ``tiny`` (the release's test size), ``digits`` and ``photos32`` (the shipped recipes;
-photos32 trains on ``python -m tokenizer.prepare_photos`` crops in a temporary folder) and
+photos32 trains on ``python -m imagedata.prepare_scikit_photos`` crops in a temporary folder) and
 ``small64`` (``configs/tokenizer/small64.yaml``: the FlowMo-Lo architecture at 64 px, 44 M
 parameters, batch 16 as 2 micro-batches of 8). Perceptual terms are pixel MSE on both sides, so no
 backbone weights are needed.
@@ -385,7 +385,7 @@ def run_cli(name: str, mode: str, args: Namespace, workdir: Path) -> dict:
 def prepare_photos(workdir: Path) -> Path:
     out = workdir / "photos"
     if not (out / "train").is_dir():
-        subprocess.run([sys.executable, "-m", "tokenizer.prepare_photos", f"out={out}"], cwd=ROOT, check=True,
+        subprocess.run([sys.executable, "-m", "imagedata.prepare_scikit_photos", f"out={out}"], cwd=ROOT, check=True,
                        capture_output=True)
     return out
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from runkit.cli import user_path
-from tokenizer import random_affine, stack_dataset
+from imagedata import random_affine, stack_dataset
 
 from .feature_classifier import ClassifierConfig, FeatureClassifier
 
@@ -61,7 +61,7 @@ def train_classifier(train_images: Tensor, train_labels: Tensor, config: Classif
 
 
 def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    from tokenizer import build_dataset
+    from imagedata import build_dataset
 
     data_cfg = dict(cfg["data"])
     data_cfg["subsample"] = None  # the held-out accuracy is measured on the whole val split

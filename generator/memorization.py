@@ -181,7 +181,7 @@ def load_real_sets(data_cfg: dict, image_size: int, *, tokenizer: torch.nn.Modul
     encoding the loaded training images with ``tokenizer``. More than ``max_train_images``
     training images are subsampled evenly (then copies of the others go unseen).
     """
-    from tokenizer import SubsetDataset, build_dataset, stack_dataset
+    from imagedata import SubsetDataset, build_dataset, stack_dataset
     from runkit.images import tensor_to_uint8
 
     def load(split: str, limit: int) -> tuple[Tensor, Tensor]:

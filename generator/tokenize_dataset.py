@@ -45,7 +45,7 @@ def build_token_cache(data_cfg: Mapping[str, Any], tokenizer: FlowMo, out: str |
                       shard_size: int = 10_000, batch_size: int = 64,
                       num_workers: int = 0) -> TokenCacheManifest:
     """Build (or finish) the token cache of ``split`` of the dataset ``data_cfg`` in ``out``."""
-    from tokenizer import build_dataset
+    from imagedata import build_dataset
 
     dataset = build_dataset(data_cfg, split, image_size=tokenizer.config.image_size, train=False)
     return tokenize_to_cache(tokenizer, dataset, out, class_names=list(dataset.class_names), flip=flip,

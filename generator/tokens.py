@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from runkit.cli import loader_workers
 from runkit.fileio import atomic_write
-from tokenizer import random_affine
+from imagedata import random_affine
 
 MANIFEST_FILE = "manifest.json"
 CACHE_FORMAT_VERSION = 1

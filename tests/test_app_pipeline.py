@@ -222,7 +222,7 @@ def test_examples_match_the_tokenizer_domain(photo_pipeline, weights_dir):
 
 
 def test_photo_examples_are_cut_from_held_out_val_bands():
-    from tokenizer.photos import COLOUR_SOURCES, box_inside, split_regions
+    from imagedata.scikit_photos import COLOUR_SOURCES, box_inside, split_regions
 
     spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES_DIR / "make_examples.py")
     make_examples = importlib.util.module_from_spec(spec)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tokenizer.data import (
+from imagedata import (
     DigitsDataset,
     ImageFolderDataset,
     ImageNetTarDataset,
@@ -300,7 +300,7 @@ def test_random_crops_resume_exactly_with_worker_processes(tmp_path):
 
 
 def test_evenly_spaced_covers_the_whole_range():
-    from tokenizer.data.subsets import evenly_spaced
+    from imagedata.subsets import evenly_spaced
 
     assert evenly_spaced(100, 5) == [0, 25, 50, 74, 99]
     assert evenly_spaced(3, 10) == [0, 1, 2]

@@ -75,7 +75,7 @@ def test_the_malicious_pickle_really_runs_code_when_loaded_unsafely(tmp_path):
 @pytest.fixture(scope="module")
 def digits_uint8() -> tuple[torch.Tensor, torch.Tensor]:
     """The digits train split at 32 px as uint8 (N,3,H,W), and its labels."""
-    from tokenizer.data import DigitsDataset
+    from imagedata import DigitsDataset
     from runkit.images import tensor_to_uint8
 
     dataset = DigitsDataset("train", 32)

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from generator import GeneratorConfig, MaskGIT
 from tokenizer import FlowMo, FlowMoConfig
-from tokenizer.data.digits import DIGIT_NAMES
+from imagedata.digits import DIGIT_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 

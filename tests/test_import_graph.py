@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("app", "evaluation", "generator", "runkit", "tokenizer")
+PACKAGES = ("app", "evaluation", "generator", "imagedata", "runkit", "tokenizer")
 
 
 def module_files(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
@@ -124,3 +124,11 @@ def test_a_planted_cycle_is_found_and_function_level_imports_are_not(tmp_path):
     assert import_cycles(import_graph(tmp_path, ("pkg",))) == []
     (package / "c.py").write_text("from .a import A\n")  # a -> sub.b -> c -> a
     assert import_cycles(import_graph(tmp_path, ("pkg",))) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
+
+
+def test_data_sits_below_the_models():
+    """imagedata is read by every stage, so it imports none of them (only runkit's shared machinery)."""
+    graph = import_graph(REPO, PACKAGES)
+    above = ("tokenizer", "generator", "evaluation", "app")
+    reached = {target for name, targets in graph.items() if name.startswith("imagedata") for target in targets}
+    assert not [t for t in reached if t.split(".")[0] in above], reached

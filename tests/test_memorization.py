@@ -81,7 +81,7 @@ def test_duplicate_threshold_and_diversity_on_known_distances():
 @pytest.fixture(scope="module")
 def digits() -> tuple[RealSets, torch.Tensor]:
     """Digits at 16 px: the train split as the real set, and the val split's labels."""
-    from tokenizer.data import DigitsDataset
+    from imagedata import DigitsDataset
 
     return load_real_sets({"name": "digits"}, SIZE), DigitsDataset("val", SIZE).targets.clone()
 

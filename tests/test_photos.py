@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tokenizer.data import ImageFolderDataset
-from tokenizer.photos import (
+from imagedata import ImageFolderDataset
+from imagedata.scikit_photos import (
     COLOUR_SOURCES,
     GREY_SOURCES,
     box_inside,
@@ -20,7 +20,7 @@ from tokenizer.photos import (
     side_range,
     split_regions,
 )
-from tokenizer.prepare_photos import prepare_photos, read_manifest
+from imagedata.prepare_scikit_photos import prepare_photos, read_manifest
 
 SMALL = {"image_size": 32, "train_crops": 6, "val_crops": 3, "seed": 0}
 

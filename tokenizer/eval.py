@@ -77,8 +77,8 @@ def evaluate_model(model: FlowMo, cfg: DictConfig, out_dir: Path, accelerator: A
     """
     from accelerate.utils import gather_object
 
-    from .data import build_dataset
-    from .data.subsets import evenly_spaced
+    from imagedata import build_dataset
+    from imagedata.subsets import evenly_spaced
     from runkit.images import save_comparison_grid
     from evaluation.metrics import KEY_FID, LPIPSMetric, compute_fidelity_metrics, format_metric, psnr, ssim
 

@@ -187,7 +187,7 @@ class TokenizerTrainer(Trainer):
         self.val: dict[str, float] = {}
 
     def begin(self) -> None:
-        from .data import infinite_batches
+        from imagedata import infinite_batches
 
         self.batches = infinite_batches(self.dataset, self.cfg.train.batch_size, self.sampler,
                                         self.cfg.data.get("num_workers", 0))
@@ -244,7 +244,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) one training stage as configured; returns a summary (step, losses, paths, val)."""
     from accelerate.utils import gather_object
 
-    from .data import ResumableSampler, build_dataset
+    from imagedata import ResumableSampler, build_dataset
 
     stage = str(cfg.stage).lower()
     if stage not in STAGES:
@@ -327,8 +327,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _fixed_val_images(cfg: DictConfig, image_size: int) -> Tensor:
     """``log.num_val_images`` validation images spread over the whole split, so over every class
     (fixed across the run), (N, 3, S, S)."""
-    from .data import build_dataset
-    from .data.subsets import evenly_spaced
+    from imagedata import build_dataset
+    from imagedata.subsets import evenly_spaced
 
     dataset = build_dataset(cfg.data, "val", image_size, train=False)
     return torch.stack([dataset[i][0] for i in evenly_spaced(len(dataset), cfg.log.num_val_images)])
@@ -351,7 +351,7 @@ def _log_images(cfg: DictConfig, ema: EMA, ema_model: FlowMo, images: Tensor, ru
                 step: int) -> None:
     from runkit.images import make_grid_image, save_comparison_grid
 
-    from .data.subsets import evenly_spaced
+    from imagedata.subsets import evenly_spaced
 
     shown = images[evenly_spaced(len(images), cfg.log.num_images)]
     recons = _reconstruct(cfg, ema, ema_model, shown)

@@ -3,8 +3,8 @@
 - ``digit_<d>.png``: the first 3 and the first 7 of scikit-learn's ``load_digits()``, for the
   digits tokenizer.
 - ``photo_<photo>.png``: a square cut at source resolution from the held-out validation band of
-  a bundled photograph (:mod:`tokenizer.photos`), for the photo tokenizer: pixels that no
-  training crop of ``python -m tokenizer.prepare_photos`` ever contains.
+  a bundled photograph (:mod:`imagedata.scikit_photos`), for the photo tokenizer: pixels that no
+  training crop of ``python -m imagedata.prepare_scikit_photos`` ever contains.
 
 Deterministic (same packages, same bytes). Prints each photo example's box for the README.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tokenizer import COLOUR_SOURCES, Box, RegionSplit, box_inside, side_range, split_regions
+from imagedata.scikit_photos import COLOUR_SOURCES, Box, RegionSplit, box_inside, side_range, split_regions
 
 HERE = Path(__file__).resolve().parent
 DIGITS = (3, 7)

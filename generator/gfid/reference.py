@@ -81,13 +81,13 @@ def _slug(text: str) -> str:
 def export_dataset_reference(data_cfg: Mapping[str, Any], *, split: str, image_size: int,
                              cache_dir: str | os.PathLike, max_images: int | None = None,
                              show_progress_bar: bool = True) -> Path:
-    """Write a dataset (tokenizer.data.build_dataset, eval transform) once as a PNG folder.
+    """Write a dataset (imagedata.build_dataset, eval transform) once as a PNG folder.
 
     The folder name carries the dataset config, split, resolution and count; a ``COMPLETE`` file
     marks it finished, so an interrupted export starts again and a finished one is reused.
     ``max_images`` takes an evenly spaced subset (deterministic).
     """
-    from tokenizer import build_dataset  # data loading only when a dataset reference is asked for
+    from imagedata import build_dataset  # data loading only when a dataset reference is asked for
 
     dataset = build_dataset(data_cfg, split, image_size, False)
     total = len(dataset)
@@ -123,7 +123,7 @@ def resolve_reference(reference: str | os.PathLike | Mapping[str, Any], *, image
     - a folder of images (PNG/JPEG; should already be at the generated resolution);
     - an ``.npz`` with ``mu``/``sigma`` (e.g. the ADM reference batch, whose ``arr_0`` images, when
       present, serve precision/recall and KID);
-    - a dataset config mapping (``tokenizer.data.build_dataset``), exported once to a PNG cache.
+    - a dataset config mapping (``imagedata.build_dataset``), exported once to a PNG cache.
     """
     if isinstance(reference, Mapping):
         folder = export_dataset_reference(reference, split=split, image_size=image_size, cache_dir=cache_dir,

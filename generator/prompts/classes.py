@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from tokenizer import DIGIT_NAMES
+from imagedata import DIGIT_NAMES
 
 from .text import class_words
 

@@ -1,14 +1,14 @@
 """Cut the photographs bundled with scikit-image and scikit-learn into an ImageFolder dataset.
 
-    python -m tokenizer.prepare_photos                                  # data/photos, 32 px
-    python -m tokenizer.prepare_photos out=/tmp/photos64 image_size=64 train_crops=1000
-    python -m tokenizer.prepare_photos include_grey=true                # also the greyscale photos
+    python -m imagedata.prepare_scikit_photos                                  # data/photos, 32 px
+    python -m imagedata.prepare_scikit_photos out=/tmp/photos64 image_size=64 train_crops=1000
+    python -m imagedata.prepare_scikit_photos include_grey=true                # also the greyscale photos
 
 Writes ``out/train/<photo>/<NNNNNN>.png`` and ``out/val/<photo>/<NNNNNN>.png`` (one class per
 photo, the same classes in both), ``out/SOURCES.md`` (origin and licence of every photo) and
 ``out/manifest.json`` (settings, sources with their sha256 and split geometry, and for every
 crop its file, photo, split, box in source pixels and scale). Val crops come from a held-out
-band of each photo that no train crop touches (see :mod:`tokenizer.photos`).
+band of each photo that no train crop touches (see :mod:`imagedata.scikit_photos`).
 
 Deterministic: the same arguments, photos and Pillow version give byte-identical files; a
 rerun finds the existing output up to date and writes nothing. An ``out`` folder that holds
@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from runkit.cli import user_path
 from runkit.images import load_image
 
-from .photos import (
+from .scikit_photos import (
     GAP_FRACTION,
     MAX_FRACTION,
     MIN_FRACTION,
@@ -50,7 +50,7 @@ from .photos import (
 
 __all__ = ["GENERATOR", "prepare_photos", "read_manifest"]
 
-GENERATOR = "tokenizer.prepare_photos"
+GENERATOR = "imagedata.prepare_scikit_photos"
 FORMAT = 1
 SPLITS = ("train", "val")
 OWN_ENTRIES = {"train", "val", "SOURCES.md", "manifest.json"}

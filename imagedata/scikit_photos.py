@@ -15,7 +15,7 @@ antialiased bicubic filter. A band 25% of the longer side is always at least 25%
 shorter side, so every box size fits in both regions.
 
 Everything here is a pure function of its arguments (the photo, the geometry, a numpy
-``Generator``); files are written by :mod:`tokenizer.prepare_photos`.
+``Generator``); files are written by :mod:`imagedata.prepare_scikit_photos`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from runkit.cli import user_path
 from .digits import DigitsDataset
 from .folder import ImageFolderDataset
 from .imagenet_tar import ImageNetTarDataset
+from .photo_crops import CropSettings, PhotoCropsDataset
 from .subsets import SubsetDataset
 
 
@@ -37,9 +38,12 @@ def _required_path(data_cfg: Mapping, key: str) -> Path:
 
 
 def build_dataset(data_cfg: Mapping, split: str, image_size: int, train: bool) -> Dataset:
-    """The dataset named by ``data_cfg["name"]`` ("imagefolder", "imagenet_tar", "digits").
+    """The dataset named by ``data_cfg["name"]`` ("imagefolder", "imagenet_tar", "digits", "photo_crops").
 
-    ``split`` is "train" or "val". Keys per name: imagefolder ``root`` / ``val_root``;
+    ``split`` is "train" or "val". Keys per name: imagefolder ``root`` / ``val_root``; photo_crops
+    ``root`` (a corpus of ``python -m imagedata.prepare photos``), ``train_split`` / ``val_split``
+    (its sub-folders: train, val, test_unseen), ``min_scale``, ``max_scale``, ``jitter``,
+    ``eval_crops``, ``cache_side`` (:mod:`imagedata.photo_crops`);
     imagenet_tar ``train_tar``, ``train_index``, ``val_tar``, ``val_index`` and optional
     ``class_index``; all: optional ``subsample`` (N evenly spaced images of the val split),
     ``max_pixels``, ``hflip`` (random horizontal flips when ``train``).
@@ -67,8 +71,22 @@ def build_dataset(data_cfg: Mapping, split: str, image_size: int, train: bool) -
             class_index_path=_required_path(data_cfg, "class_index") if class_index else None,
             **common,
         )
+    elif name == "photo_crops":
+        root = _required_path(data_cfg, "root")
+        folder = root / str(_config_value(data_cfg, f"{split}_split") or split)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data.{split}_split: {folder} does not exist (the corpus splits are the "
+                                    f"sub-folders of {root}: {sorted(p.name for p in root.iterdir() if p.is_dir())})")
+        settings = CropSettings(**{key: _config_value(data_cfg, key) for key in ("min_scale", "max_scale", "jitter")
+                                   if _config_value(data_cfg, key) is not None},
+                                hflip=bool(_config_value(data_cfg, "hflip")))
+        dataset = PhotoCropsDataset(folder, image_size, train, settings=settings,
+                                    eval_crops=int(_config_value(data_cfg, "eval_crops") or 4),
+                                    cache_side=int(_config_value(data_cfg, "cache_side") or 768),
+                                    max_pixels=common["max_pixels"])
     else:
-        raise ValueError(f"unknown dataset name {name!r}: expected 'imagefolder', 'imagenet_tar' or 'digits'")
+        raise ValueError(f"unknown dataset name {name!r}: expected 'imagefolder', 'imagenet_tar', 'digits' or "
+                         "'photo_crops'")
     subsample = _config_value(data_cfg, "subsample")
     if subsample is not None and split != "train":
         dataset = SubsetDataset(dataset, int(subsample))

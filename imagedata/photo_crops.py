@@ -1,0 +1,149 @@
+"""Streaming crops of whole photographs: a fresh random crop of every photo in every epoch.
+
+Training draws, per photo and epoch, a square crop whose side is log-uniform between
+``min_scale`` and ``max_scale`` of the photo's short side, at a uniform position, resizes it to
+the model resolution with an antialiased filter, flips it half the time and jitters brightness,
+contrast and saturation mildly. The draw is a function of (seed, epoch, photo) alone
+(:meth:`~imagedata.skipping.SkippingImageDataset.set_augmentation_epoch`), so a resumed run sees
+the crops of an uninterrupted one, and over a run every photo is seen at many scales and places:
+never a fixed list of crops.
+
+Evaluation takes ``eval_crops`` fixed crops per photo (the same draw rule, seeded by the photo
+and crop number), so a held-out split is scored at every scale too.
+
+Photos are decoded once and kept in memory with their short side at most ``cache_side`` pixels:
+large wallpapers would otherwise cost a full decode per sample.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from runkit.images import uint8_to_tensor
+
+from .folder import IMAGE_EXTENSIONS, ImageFolderDataset
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """How crops are drawn (the defaults are the photo recipe's)."""
+
+    min_scale: float = 0.05  # crop side / photo short side, log-uniform in [min_scale, max_scale]
+    max_scale: float = 0.9
+    hflip: bool = True
+    jitter: float = 0.1  # brightness, contrast and saturation each scaled by U(1 - jitter, 1 + jitter)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
+            raise ValueError(f"crop scales must satisfy 0 < min_scale <= max_scale <= 1, got "
+                             f"{self.min_scale}, {self.max_scale}")
+        if not 0.0 <= self.jitter < 1.0:
+            raise ValueError(f"colour jitter must be in [0, 1), got {self.jitter}")
+
+
+def crop_box(width: int, height: int, settings: CropSettings, generator: torch.Generator) -> tuple[int, int, int]:
+    """(left, top, side) of a square crop of a width x height photo (at least 1 px, inside it)."""
+    short = min(width, height)
+    low, high = math.log(settings.min_scale), math.log(settings.max_scale)
+    scale = math.exp(low + (high - low) * float(torch.rand((), generator=generator)))
+    side = max(1, min(short, round(scale * short)))
+    left = int(torch.randint(0, width - side + 1, (), generator=generator))
+    top = int(torch.randint(0, height - side + 1, (), generator=generator))
+    return left, top, side
+
+
+def colour_jitter(pixels: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast and saturation of (3, H, W) pixels in [-1, 1], each scaled by
+    U(1 - strength, 1 + strength), clamped back to [-1, 1]."""
+    if strength == 0:
+        return pixels
+    brightness, contrast, saturation = (1.0 + strength * (2 * torch.rand(3, generator=generator) - 1)).tolist()
+    x = (pixels + 1) / 2 * brightness
+    mean = x.mean()
+    x = (x - mean) * contrast + mean
+    grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+    x = (x - grey) * saturation + grey
+    return (x * 2 - 1).clamp(-1, 1)
+
+
+def crop_to_tensor(img: Image.Image, box: tuple[int, int, int], image_size: int) -> torch.Tensor:
+    """The square ``box`` of ``img`` resized to image_size (antialiased) -> (3, S, S) in [-1, 1]."""
+    left, top, side = box
+    crop = img.crop((left, top, left + side, top + side))
+    crop = crop.resize((image_size, image_size), Image.Resampling.LANCZOS if side > image_size
+                       else Image.Resampling.BICUBIC)
+    return uint8_to_tensor(torch.from_numpy(np.array(crop, dtype=np.uint8, copy=True)))
+
+
+def cached_photo(img: Image.Image, cache_side: int) -> Image.Image:
+    """RGB ``img`` with its short side shrunk to at most ``cache_side`` (antialiased)."""
+    img = img.convert("RGB")
+    short = min(img.size)
+    if short <= cache_side:
+        return img
+    scale = cache_side / short
+    return img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+
+
+class PhotoCropsDataset(ImageFolderDataset):
+    """Random (train) or fixed multi-scale (eval) crops of the photographs under ``root``.
+
+    Train: one item per photo; each epoch draws a new crop of it. Eval: ``eval_crops`` fixed crops
+    per photo, item ``i`` being crop ``i // photos`` of photo ``i % photos``.
+    """
+
+    def __init__(self, root: str | os.PathLike, image_size: int, train: bool, *,
+                 settings: CropSettings = CropSettings(), eval_crops: int = 4, cache_side: int = 768,
+                 seed: int = 0, max_pixels: int | None = None):
+        if eval_crops < 1:
+            raise ValueError(f"eval_crops must be >= 1, got {eval_crops}")
+        if cache_side < image_size:
+            raise ValueError(f"cache_side ({cache_side}) must be at least image_size ({image_size})")
+        self.settings, self.eval_crops, self.cache_side, self.seed = settings, eval_crops, cache_side, seed
+        self._cache: dict[int, Image.Image] = {}
+        super().__init__(root, image_size, train, IMAGE_EXTENSIONS, max_pixels=max_pixels, hflip=settings.hflip)
+
+    @property
+    def photos(self) -> int:
+        return len(self.samples)
+
+    def __len__(self) -> int:
+        return self.photos if self.train else self.photos * self.eval_crops
+
+    def _share_bad_file_record(self) -> None:
+        self._bad = torch.zeros(self.photos, dtype=torch.bool).share_memory_()  # one flag per photo
+
+    def _describe(self, index: int) -> str:
+        return str(self.samples[index % self.photos][0])
+
+    def _read(self, index: int):
+        return self.samples[index % self.photos]
+
+    def _decode(self, index: int):
+        """(photo, label) of the photo behind item ``index``, decoded once and cached."""
+        photo = index % self.photos
+        if photo not in self._cache:
+            decoded = super()._decode(photo)
+            if decoded is None:
+                return None
+            self._cache[photo] = cached_photo(decoded[0], self.cache_side)
+        return self._cache[photo], self.samples[photo][1]
+
+    def _tensor(self, decoded, index: int) -> tuple[torch.Tensor, int]:
+        img, label = decoded
+        if self.train:
+            generator = self._augmentation_generator(index)
+        else:
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % 2**63)
+        pixels = crop_to_tensor(img, crop_box(img.width, img.height, self.settings, generator), self.image_size)
+        if self.train:
+            if self.settings.hflip and bool(torch.rand((), generator=generator) < 0.5):
+                pixels = pixels.flip(-1)
+            pixels = colour_jitter(pixels, self.settings.jitter, generator)
+        return pixels, label
