@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.metrics import LPIPSMetric, psnr, ssim
+from imagedata import build_dataset
 from runkit.fileio import atomic_write
 from runkit.images import make_grid_image, tensor_to_uint8, uint8_to_tensor
-from tokenizer import FlowMo, build_dataset, load_flowmo
+from tokenizer import FlowMo, load_flowmo
 from tokenizer import classic_codecs as codecs
 from tokenizer.eval import image_noise
 

@@ -156,7 +156,7 @@ def tokenize_to_cache(tokenizer: Any, dataset: Dataset, directory: str | os.Path
     ``directory``; finished shards of an earlier run with the same settings are skipped.
 
     ``jitter_views`` adds that many copies of each image under a small random rotation, scale and
-    shift (:func:`tokenizer.random_affine` at ``jitter_strength`` times its default range of
+    shift (:func:`imagedata.random_affine` at ``jitter_strength`` times its default range of
     10°, 10 % and 8 % of the side; seeded per shard): more distinct token sequences for a small
     dataset, so a generator learns the class rather than its few images. Too strong a jitter
     moves the learnt distribution away from the data's own (centred digits).
