@@ -36,6 +36,7 @@ from .losses import LossWeights, freeze, stage1a_losses, stage1b_losses
 from .model import FlowMo
 
 STAGES = ("1a", "1b", "distill")
+CPU_COMPILE_GAIN = FlowMo.cpu_training_compile_gain  # read once: tests replace FlowMo to catch early builds
 FROZEN_ENCODER_STAGES = ("1b", "distill")
 OPTION_RULES = {
     **TRAINING_RULES,
@@ -251,7 +252,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
     config = FlowMoConfig.from_dict(OmegaConf.to_container(cfg.tokenizer, resolve=True))
     run = open_training_run(cfg, "tokenizer", OPTION_RULES, width=max(config.enc_hidden, config.dec_hidden),
-                            cpu_compile_gain=FlowMo.cpu_training_compile_gain)
+                            cpu_compile_gain=CPU_COMPILE_GAIN)
     tcfg, lcfg, accelerator = cfg.train, cfg.loss, run.accelerator
 
     # --- model, EMA, norms
