@@ -59,6 +59,7 @@ from scipy import fft, ndimage
 from runkit.fileio import atomic_write
 from runkit.images import ImageDecodeError, load_image
 
+from . import output_folder
 from .debian import AptUnavailableError, DebianFetchError, fetch_package, file_licences
 
 __all__ = [
@@ -482,38 +483,17 @@ def _package_records(sources: Sequence[Source], kept: list, rejected: list, drop
 
 def read_manifest(out: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest of an earlier output of this builder in ``out``, or None."""
-    try:
-        manifest = json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("generator") == GENERATOR else None
+    return output_folder.read_manifest(out, GENERATOR)
 
 
 def _listed_files(out: Path) -> set[str]:
-    return {path.relative_to(out).as_posix() for split in SPLITS if (out / split).is_dir()
-            for path in (out / split).rglob("*") if not path.is_dir()}
+    return output_folder.listed_files(out, SPLITS)
 
 
 def _earlier_output(out: Path) -> dict[str, Any] | None:
     """None for a missing or empty ``out``; the manifest of an earlier output; anything else is refused."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise FileExistsError(f"out={out} exists and is not a folder")
-    entries = sorted(entry.name for entry in out.iterdir())
-    if not entries:
-        return None
-    manifest = read_manifest(out)
-    foreign = [name for name in entries if name not in OWN_ENTRIES]
-    if manifest is not None and not foreign:
-        foreign = sorted(_listed_files(out) - {record["file"] for record in manifest.get("files", [])})
-        if not foreign:
-            return manifest
-    listing = ", ".join((foreign or entries)[:5]) + (", ..." if len(foreign or entries) > 5 else "")
-    raise FileExistsError(
-        f"out={out} is not empty and is not an earlier output of {GENERATOR} (it holds {listing}); "
-        "pass another folder or empty that one first"
-    )
+    return output_folder.earlier_output(out, GENERATOR, OWN_ENTRIES, SPLITS,
+                                        lambda manifest: {record["file"] for record in manifest.get("files", [])})
 
 
 def _up_to_date(out: Path, previous: dict[str, Any] | None, manifest: dict[str, Any]) -> bool:

@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 from runkit.cli import user_path
 from runkit.images import load_image
 
+from . import output_folder
 from .scikit_photos import (
     GAP_FRACTION,
     MAX_FRACTION,
@@ -69,44 +70,17 @@ def _package_version(name: str) -> str | None:
 
 def read_manifest(out: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest of an earlier output in ``out``, or None when there is none."""
-    path = Path(out) / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("generator") == GENERATOR else None
+    return output_folder.read_manifest(out, GENERATOR)
 
 
 def _listed_files(out: Path) -> set[str]:
-    return {str(p.relative_to(out).as_posix()) for split in SPLITS if (out / split).exists()
-            for p in (out / split).rglob("*") if not p.is_dir()}
+    return output_folder.listed_files(out, SPLITS)
 
 
 def _existing_output(out: Path) -> dict[str, Any] | None:
     """None for a missing or empty ``out``; the manifest of an earlier output; else refuse."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise FileExistsError(f"out={out} exists and is not a folder")
-    entries = sorted(entry.name for entry in out.iterdir())
-    if not entries:
-        return None
-    manifest = read_manifest(out)
-    foreign = [name for name in entries if name not in OWN_ENTRIES]
-    if manifest is not None and not foreign:
-        expected = {crop["file"] for crop in manifest.get("crops", [])}
-        foreign = sorted(_listed_files(out) - expected)
-        if not foreign:
-            return manifest
-    if manifest is None:
-        reason, names = "it has no manifest.json of this command and holds", entries
-    else:
-        reason, names = "it holds files this command did not write:", foreign
-    listing = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    raise FileExistsError(
-        f"out={out} is not empty and is not an earlier output of {GENERATOR} ({reason} {listing}); "
-        "pass another out= or empty that folder first"
-    )
+    return output_folder.earlier_output(out, GENERATOR, OWN_ENTRIES, SPLITS,
+                                        lambda manifest: {crop["file"] for crop in manifest.get("crops", [])})
 
 
 def _sources_markdown(records: list[dict[str, Any]], settings: dict[str, Any]) -> str:
