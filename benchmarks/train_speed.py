@@ -67,6 +67,7 @@ from hardware import describe  # benchmarks/hardware.py, beside this script
 from timing import reset_peak, sync
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # --dtype -> runkit.acceleration.autocast's name
 MODES = ("eager fp32", "eager bf16", "compile fp32", "compile bf16")
 # Per config: batch, micro-batches per step, the CLI's recipe overrides.
 SETUPS = {
@@ -126,7 +127,7 @@ def bench(stage: str, config: FlowMoConfig, args: Namespace, device: torch.devic
     images = torch.rand(args.batch, 3, config.image_size, config.image_size, device=device) * 2 - 1
     mse = lambda x, y: (x - y).pow(2).mean()  # noqa: E731
     weights = LossWeights()
-    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[args.dtype]
+    precision = PRECISION[args.dtype]
     count = {"step": 0}
 
     def step() -> None:
@@ -282,7 +283,7 @@ def bench_decode(config: FlowMoConfig, args: Namespace, device: torch.device) ->
     if args.compile:
         compile_blocks(model)
     images = torch.rand(args.batch, 3, config.image_size, config.image_size, device=device) * 2 - 1
-    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[args.dtype]
+    precision = PRECISION[args.dtype]
 
     def step() -> None:
         with torch.inference_mode(), autocast(device, precision):
@@ -313,7 +314,7 @@ def bench_generator_train(name: str, args: Namespace, device: torch.device) -> d
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     indices = torch.randint(0, model.vocab_size, (args.batch, model.seq_len), device=device)
     classes = torch.randint(0, model.num_classes, (args.batch,), device=device)
-    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[args.dtype]
+    precision = PRECISION[args.dtype]
 
     def step() -> None:
         with autocast(device, precision):
@@ -335,7 +336,7 @@ def bench_generator_sample(name: str, args: Namespace, device: torch.device) -> 
         if getattr(model, "eager_sampling_reason", None):
             compile_blocks(model)  # measured anyway, to show why it stays eager
     class_ids = [i % 10 for i in range(args.batch)]
-    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[args.dtype]
+    precision = PRECISION[args.dtype]
     kwargs = {"num_steps": 8} if model.model_type == "maskgit" else {}
 
     def step() -> None:
