@@ -37,6 +37,10 @@ def _required_path(data_cfg: Mapping, key: str) -> Path:
     return path
 
 
+def _optional_int(value) -> int | None:
+    return None if value is None else int(value)
+
+
 def build_dataset(data_cfg: Mapping, split: str, image_size: int, train: bool) -> Dataset:
     """The dataset named by ``data_cfg["name"]`` ("imagefolder", "imagenet_tar", "digits", "photo_crops").
 
@@ -83,7 +87,10 @@ def build_dataset(data_cfg: Mapping, split: str, image_size: int, train: bool) -
         dataset = PhotoCropsDataset(folder, image_size, train, settings=settings,
                                     eval_crops=int(_config_value(data_cfg, "eval_crops") or 4),
                                     cache_side=int(_config_value(data_cfg, "cache_side") or 768),
-                                    max_pixels=common["max_pixels"])
+                                    max_pixels=common["max_pixels"],
+                                    max_photos=_optional_int(_config_value(data_cfg, f"{split}_max_photos")),
+                                    package_balance=float(_config_value(data_cfg, "package_balance") or 0.0)
+                                    if split == "train" else 0.0)
     else:
         raise ValueError(f"unknown dataset name {name!r}: expected 'imagefolder', 'imagenet_tar', 'digits' or "
                          "'photo_crops'")

@@ -35,7 +35,8 @@ anything other than an earlier output of this builder is refused.
 Packages reserved for independent evaluation (``RESERVED_PACKAGES``, and any name containing
 ``fluent``) are refused before anything is fetched. When apt is missing, or every package
 fails, the corpus is built from the photographs bundled with scikit-image and scikit-learn
-instead (:data:`imagedata.scikit_photos.COLOUR_SOURCES`, with their licences).
+instead (:data:`imagedata.scikit_photos.COLOUR_SOURCES`, with their licences); otherwise those
+photographs join the packages' as two more sources (``bundled=False`` / ``--no-bundled`` leaves them out).
 """
 
 from __future__ import annotations
@@ -581,13 +582,16 @@ def build_photo_corpus(
     cache_dir: str | os.PathLike | None = None,
     val_fraction: float = 0.15,
     *,
+    bundled: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Build the corpus in ``out`` (see the module docstring) and return its manifest.
 
     ``unseen`` names the package held out whole as ``test_unseen`` (None: no such split); it
     must be one of ``packages``. ``cache_dir`` is where packages are downloaded and unpacked
-    (default ``~/.cache/flowmo/debian``).
+    (default ``~/.cache/flowmo/debian``). ``bundled``: also take the photographs that ship with
+    scikit-image and scikit-learn, as two more sources split like the packages (they are
+    everyday subjects, people, animals, food, that the Debian packages have few of).
 
     Raises:
         ValueError: a reserved package, ``unseen`` not among ``packages``, a bad ``val_fraction``.
@@ -614,6 +618,8 @@ def build_photo_corpus(
         log("no Debian package could be fetched (apt missing, or every package failed): building the corpus "
             "from the photographs bundled with scikit-image and scikit-learn instead")
         sources, origin, unseen = _bundled_sources(), "scikit-image and scikit-learn", None
+    elif bundled:
+        sources, origin = [*sources, *_bundled_sources()], "debian, scikit-image and scikit-learn"
     kept, rejected, dropped = _plan(sources, unseen, val_fraction, log)
     roots = {source.name: source.root for source in sources}
     manifest = {
@@ -621,7 +627,7 @@ def build_photo_corpus(
         "format": FORMAT,
         "origin": origin,
         "settings": {
-            "packages": list(packages), "unseen": unseen, "val_fraction": val_fraction,
+            "packages": list(packages), "unseen": unseen, "val_fraction": val_fraction, "bundled": bundled,
             "include_globs": {name: list(globs) for name, globs in INCLUDE_GLOBS.items()},
             "exclude_globs": {name: list(globs) for name, globs in EXCLUDE_GLOBS.items()},
             "image_suffixes": list(IMAGE_SUFFIXES),
@@ -655,9 +661,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--unseen", default=DEFAULT_UNSEEN, help="package held out whole as test_unseen ('' for none)")
     parser.add_argument("--cache-dir", default=None, help="download cache (default ~/.cache/flowmo/debian)")
     parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--no-bundled", dest="bundled", action="store_false",
+                        help="leave out the photographs bundled with scikit-image and scikit-learn")
     args = parser.parse_args(argv)
     try:
-        build_photo_corpus(args.out, args.packages, args.unseen or None, args.cache_dir, args.val_fraction)
+        build_photo_corpus(args.out, args.packages, args.unseen or None, args.cache_dir, args.val_fraction,
+                           bundled=args.bundled)
     except (FileExistsError, ValueError) as error:
         raise SystemExit(str(error)) from None
 

@@ -13,12 +13,20 @@ and crop number), so a held-out split is scored at every scale too.
 
 Photos are decoded once and kept in memory with their short side at most ``cache_side`` pixels:
 large wallpapers would otherwise cost a full decode per sample.
+
+Two training-set controls, both by package (the corpus's class folders): ``max_photos`` keeps a
+subset spread over the packages (:func:`spread_over_packages`), for measuring how quality grows
+with the number of photographs; ``package_balance`` repeats the photos of small packages within an
+epoch (:func:`package_repeats`), each repeat a different crop, so that a package with hundreds of
+similar pictures (stellarium's nebulae) does not drown the few of another.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,16 +99,66 @@ def cached_photo(img: Image.Image, cache_side: int) -> Image.Image:
     return img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
 
 
+def spread_over_packages(labels: Sequence[int], count: int) -> list[int]:
+    """Indices of ``count`` items taken round-robin over the packages in ``labels``.
+
+    Within a package the picks are evenly spaced through its (sorted) files; a package that runs out
+    leaves its turns to the others. ``labels``: one package index per photo.
+    """
+    if count < 1:
+        raise ValueError(f"max_photos must be >= 1, got {count}")
+    members: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        members.setdefault(label, []).append(index)
+    orders = {label: [items[i] for i in _evenly_spread(len(items))] for label, items in sorted(members.items())}
+    chosen: list[int] = []
+    for turn in range(max(len(order) for order in orders.values())):
+        for order in orders.values():
+            if turn < len(order) and len(chosen) < count:
+                chosen.append(order[turn])
+    return sorted(chosen)
+
+
+def _evenly_spread(n: int) -> list[int]:
+    """0..n-1 ordered so that every prefix is spread evenly over the range (bit-reversal order)."""
+    order, seen = [], set()
+    step = 1 << max(0, (n - 1).bit_length())
+    while step >= 1:
+        for i in range(0, n, step):
+            if i not in seen:
+                seen.add(i)
+                order.append(i)
+        step //= 2
+    return order
+
+
+def package_repeats(labels: Sequence[int], balance: float) -> list[int]:
+    """How many crops of each photo one training epoch draws: ``round((n_max / n_k) ** balance)``.
+
+    ``n_k`` is the number of photos of the photo's package, ``n_max`` that of the largest package.
+    Package k's share of an epoch is then about ``n_k ** (1 - balance)``: 0 keeps the corpus's
+    proportions (every photo once), 1 gives every package the same share.
+    """
+    if not 0.0 <= balance <= 1.0:
+        raise ValueError(f"package_balance must be in [0, 1], got {balance}")
+    sizes = Counter(labels)
+    largest = max(sizes.values())
+    return [max(1, round((largest / sizes[label]) ** balance)) for label in labels]
+
+
 class PhotoCropsDataset(ImageFolderDataset):
     """Random (train) or fixed multi-scale (eval) crops of the photographs under ``root``.
 
-    Train: one item per photo; each epoch draws a new crop of it. Eval: ``eval_crops`` fixed crops
-    per photo, item ``i`` being crop ``i // photos`` of photo ``i % photos``.
+    Train: ``package_repeats`` items per photo (one with the default ``package_balance=0``); each
+    epoch draws a new crop for every item. Eval: ``eval_crops`` fixed crops per photo, item ``i``
+    being crop ``i // photos`` of photo ``i % photos``. ``max_photos`` keeps that many photos,
+    spread over the packages, in either mode.
     """
 
     def __init__(self, root: str | os.PathLike, image_size: int, train: bool, *,
                  settings: CropSettings = CropSettings(), eval_crops: int = 4, cache_side: int = 768,
-                 seed: int = 0, max_pixels: int | None = None):
+                 seed: int = 0, max_pixels: int | None = None, max_photos: int | None = None,
+                 package_balance: float = 0.0):
         if eval_crops < 1:
             raise ValueError(f"eval_crops must be >= 1, got {eval_crops}")
         if cache_side < image_size:
@@ -108,26 +166,36 @@ class PhotoCropsDataset(ImageFolderDataset):
         self.settings, self.eval_crops, self.cache_side, self.seed = settings, eval_crops, cache_side, seed
         self._cache: dict[int, Image.Image] = {}
         super().__init__(root, image_size, train, IMAGE_EXTENSIONS, max_pixels=max_pixels, hflip=settings.hflip)
+        if max_photos is not None:
+            self.samples = [self.samples[i] for i in spread_over_packages([label for _, label in self.samples],
+                                                                          max_photos)]
+            self._share_bad_file_record()
+        repeats = package_repeats([label for _, label in self.samples], package_balance)
+        self._photo_of_item = [photo for photo, times in enumerate(repeats) for _ in range(times)]
 
     @property
     def photos(self) -> int:
         return len(self.samples)
 
     def __len__(self) -> int:
-        return self.photos if self.train else self.photos * self.eval_crops
+        return len(self._photo_of_item) if self.train else self.photos * self.eval_crops
+
+    def _photo(self, index: int) -> int:
+        return self._photo_of_item[index] if self.train else index % self.photos
 
     def _share_bad_file_record(self) -> None:
         self._bad = torch.zeros(self.photos, dtype=torch.bool).share_memory_()  # one flag per photo
 
+    # The base class reads and describes files by photo index (its bad-file flags are one per photo).
     def _describe(self, index: int) -> str:
-        return str(self.samples[index % self.photos][0])
+        return str(self.samples[index][0])
 
     def _read(self, index: int):
-        return self.samples[index % self.photos]
+        return self.samples[index]
 
     def _decode(self, index: int):
         """(photo, label) of the photo behind item ``index``, decoded once and cached."""
-        photo = index % self.photos
+        photo = self._photo(index)
         if photo not in self._cache:
             decoded = super()._decode(photo)
             if decoded is None:

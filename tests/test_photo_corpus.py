@@ -202,7 +202,7 @@ def packages(tmp_path, monkeypatch):
 
 
 def _build(out, names, **kwargs):
-    return build_photo_corpus(out, names, unseen="held-out", log=_quiet, **kwargs)
+    return build_photo_corpus(out, names, unseen="held-out", log=_quiet, **{"bundled": False, **kwargs})
 
 
 def test_corpus_filters_dedups_and_records_everything(tmp_path, packages):
@@ -272,7 +272,7 @@ def test_a_rerun_writes_nothing_and_a_foreign_folder_is_refused(tmp_path, packag
     first = _build(out, packages["names"])
     stamp = (out / "manifest.json").stat().st_mtime_ns
     messages = []
-    second = build_photo_corpus(out, packages["names"], unseen="held-out", log=messages.append)
+    second = build_photo_corpus(out, packages["names"], unseen="held-out", bundled=False, log=messages.append)
     assert second == first and (out / "manifest.json").stat().st_mtime_ns == stamp
     assert "nothing written" in messages[-1]
 
@@ -288,6 +288,20 @@ def test_a_rerun_writes_nothing_and_a_foreign_folder_is_refused(tmp_path, packag
         _build(out, packages["names"])
 
 
+def test_the_bundled_photographs_join_the_packages_and_are_deduplicated_against_them(tmp_path, packages):
+    manifest = _build(tmp_path / "corpus", packages["names"], bundled=True)
+    by_package = {}
+    for record in manifest["files"]:
+        by_package.setdefault(record["package"], set()).add(record["path"].rsplit("/", 1)[-1])
+    assert {"scikit-image", "scikit-learn"} <= set(by_package)
+    assert "china.jpg" in by_package["scikit-learn"]
+    # chelsea is both a bundled photo and (a copy) in the unseen package: it is kept once only
+    chelsea = [record for record in manifest["files"] if "chelsea" in record["path"]]
+    assert len(chelsea) == 1
+    assert any("chelsea" in record["path"] for record in manifest["duplicates"])
+    assert {record["split"] for record in manifest["files"] if record["package"] == "scikit-image"} <= {"train", "val"}
+
+
 @pytest.mark.parametrize("name", ["mate-backgrounds", "ukui-wallpapers", "fluent-icon-theme", "kde-fluent-walls"])
 def test_reserved_packages_are_refused_before_any_fetch(tmp_path, packages, name):
     with pytest.raises(ValueError, match="reserved for independent evaluation"):
@@ -298,7 +312,7 @@ def test_reserved_packages_are_refused_before_any_fetch(tmp_path, packages, name
 def test_an_unknown_package_is_recorded_and_the_rest_is_built(tmp_path, packages):
     messages = []
     manifest = build_photo_corpus(tmp_path / "corpus", ("wallpapers-b", "no-such-package"), unseen=None,
-                                  log=messages.append)
+                                  bundled=False, log=messages.append)
     assert manifest["failed_packages"] == [
         {"name": "no-such-package", "error": "apt knows no package 'no-such-package'"}]
     assert any("no-such-package" in message for message in messages)

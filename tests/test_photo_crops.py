@@ -88,3 +88,36 @@ def test_bad_settings_and_unreadable_photos_are_clear(photo_root, tmp_path):
     with pytest.warns(RuntimeWarning, match="broken.png"):
         image, _ = dataset[0]  # the unreadable photo is skipped for the next readable one
     assert image.shape == (3, 16, 16) and dataset.skipped == 1
+
+
+def test_subsets_spread_over_packages_and_small_packages_are_repeated_with_distinct_crops(tmp_path):
+    from imagedata.photo_crops import package_repeats, spread_over_packages
+
+    labels = [0] * 40 + [1] * 4 + [2]
+    chosen = spread_over_packages(labels, 7)
+    assert len(chosen) == 7 and {labels[i] for i in chosen} == {0, 1, 2}
+    assert [labels[i] for i in chosen].count(0) == 3  # round-robin: 0, 1, 2, 0, 1, 0, 1
+    firsts = [i for i in spread_over_packages(labels, 45) if labels[i] == 0]
+    assert firsts == list(range(40))  # every photo once the count allows
+    assert spread_over_packages(labels, 3) == [0, 40, 44]
+    assert package_repeats(labels, 0.0) == [1] * 45
+    assert package_repeats(labels, 1.0) == [1] * 40 + [10] * 4 + [40]
+    assert package_repeats(labels, 0.5)[-1] == round(40 ** 0.5)
+    with pytest.raises(ValueError, match="package_balance"):
+        package_repeats(labels, 1.5)
+    with pytest.raises(ValueError, match="max_photos"):
+        spread_over_packages(labels, 0)
+
+    from skimage import data
+    for package, photos in {"big": ("astronaut", "coffee", "chelsea", "rocket"), "small": ("immunohistochemistry",)}.items():
+        (tmp_path / package).mkdir()
+        for name in photos:
+            Image.fromarray(getattr(data, name)()).save(tmp_path / package / f"{name}.png")
+    dataset = PhotoCropsDataset(tmp_path, 32, train=True, package_balance=1.0)
+    assert len(dataset) == 8  # 4 big photos once, the one small photo 4 times
+    dataset.set_augmentation_epoch(seed=0, epoch=0)
+    small = torch.stack([dataset[i][0] for i in range(4, 8)])
+    assert all(dataset[i][1] == 1 for i in range(4, 8))
+    assert (torch.cdist(small.flatten(1), small.flatten(1)) + torch.eye(4) * 1e9).min() > 1.0
+    subset = PhotoCropsDataset(tmp_path, 32, train=False, max_photos=2, eval_crops=3)
+    assert subset.photos == 2 and len(subset) == 6 and {subset[i][1] for i in range(6)} == {0, 1}
