@@ -1,6 +1,7 @@
 """Rate–distortion of a FlowMo tokenizer against classic codecs held to the same bits per image.
 
     python benchmarks/rate_distortion.py --checkpoint app/weights/tokenizer --data digits
+    python benchmarks/rate_distortion.py --checkpoint app/weights/photo_tokenizer --data photo_corpus --split test_unseen
     python benchmarks/rate_distortion.py --checkpoint runs/flowmo --data imagefolder --val-root ~/photos/val \
         --num-images 500 --lpips-weights ~/weights/alexnet-owt-7be5be79.pth
 
@@ -46,10 +47,17 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # ------------------------------------------------------------------------------------------ data
 def load_held_out(args: argparse.Namespace, image_size: int) -> tuple[torch.Tensor, list[int], str]:
-    """The val split as (images (N,3,S,S) in [-1,1], labels, a short name for it)."""
+    """The held-out split as (images (N,3,S,S) in [-1,1], labels, a short name for it).
+
+    digits: the fixed val split; imagefolder: every image of ``--val-root``; photo_corpus: the fixed
+    multi-scale crops (``--eval-crops`` per photo) of split ``--split`` of the corpus at ``--root``.
+    """
     if args.data == "digits":
         data_cfg: dict[str, Any] = {"name": "digits"}
         name = "digits"
+    elif args.data == "photo_corpus":
+        data_cfg = {"name": "photo_crops", "root": args.root, "val_split": args.split, "eval_crops": args.eval_crops}
+        name = f"photo_corpus_{args.split}"
     else:
         if args.val_root is None:
             raise SystemExit("--data imagefolder needs --val-root PATH")
@@ -264,8 +272,13 @@ def format_table(rows: list[dict[str, Any]], lpips: bool) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="save_pretrained dir, training run dir or step dir")
-    parser.add_argument("--data", required=True, choices=["digits", "imagefolder"])
+    parser.add_argument("--data", required=True, choices=["digits", "imagefolder", "photo_corpus"])
     parser.add_argument("--val-root", default=None, help="image folder of held-out images (--data imagefolder)")
+    parser.add_argument("--root", default="data/photo_corpus", help="corpus of python -m imagedata.prepare photos")
+    parser.add_argument("--split", default="test_unseen", choices=["test_unseen", "val", "train"],
+                        help="--data photo_corpus: the unseen package, held-out files of the training packages, "
+                             "or (fixed crops of) the training files")
+    parser.add_argument("--eval-crops", type=int, default=4, help="--data photo_corpus: fixed crops per photo")
     parser.add_argument("--num-images", type=int, default=None, help="evenly spaced subset of the val split")
     parser.add_argument("--out-dir", default=None, help="default: benchmarks/results/rd_<data>")
     parser.add_argument("--grey", default="auto", choices=["auto", "yes", "no"],

@@ -47,7 +47,8 @@ def build_dataset(data_cfg: Mapping, split: str, image_size: int, train: bool) -
     ``split`` is "train" or "val". Keys per name: imagefolder ``root`` / ``val_root``; photo_crops
     ``root`` (a corpus of ``python -m imagedata.prepare photos``), ``train_split`` / ``val_split``
     (its sub-folders: train, val, test_unseen), ``min_scale``, ``max_scale``, ``jitter``,
-    ``eval_crops``, ``cache_side`` (:mod:`imagedata.photo_crops`);
+    ``eval_crops``, ``cache_side``, ``package_balance``, ``crops_per_photo``, ``{split}_max_photos``
+    (:mod:`imagedata.photo_crops`);
     imagenet_tar ``train_tar``, ``train_index``, ``val_tar``, ``val_index`` and optional
     ``class_index``; all: optional ``subsample`` (N evenly spaced images of the val split),
     ``max_pixels``, ``hflip`` (random horizontal flips when ``train``).
@@ -90,7 +91,8 @@ def build_dataset(data_cfg: Mapping, split: str, image_size: int, train: bool) -
                                     max_pixels=common["max_pixels"],
                                     max_photos=_optional_int(_config_value(data_cfg, f"{split}_max_photos")),
                                     package_balance=float(_config_value(data_cfg, "package_balance") or 0.0)
-                                    if split == "train" else 0.0)
+                                    if split == "train" else 0.0,
+                                    crops_per_photo=int(_config_value(data_cfg, "crops_per_photo") or 1))
     else:
         raise ValueError(f"unknown dataset name {name!r}: expected 'imagefolder', 'imagenet_tar', 'digits' or "
                          "'photo_crops'")

@@ -9,7 +9,10 @@ the crops of an uninterrupted one, and over a run every photo is seen at many sc
 never a fixed list of crops.
 
 Evaluation takes ``eval_crops`` fixed crops per photo (the same draw rule, seeded by the photo
-and crop number), so a held-out split is scored at every scale too.
+and crop number), so a held-out split is scored at every scale too. An evaluation crop with no
+content (:func:`is_flat`: a patch of night sky, a blank wall) is drawn again, up to
+``FLAT_REDRAWS`` times: it tests nothing, and any codec that keeps a constant exactly scores an
+infinite PSNR on it.
 
 Photos are decoded once and kept in memory with their short side at most ``cache_side`` pixels:
 large wallpapers would otherwise cost a full decode per sample.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +40,16 @@ from PIL import Image
 from runkit.images import uint8_to_tensor
 
 from .folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from .photo_corpus import read_manifest
+
+
+FLAT_STD_LEVELS = 2.0  # uint8 levels
+FLAT_REDRAWS = 20
+
+
+def is_flat(pixels: torch.Tensor) -> bool:
+    """True when (3, H, W) pixels in [-1, 1] vary by less than ``FLAT_STD_LEVELS`` uint8 levels (std)."""
+    return float(pixels.std()) * 127.5 < FLAT_STD_LEVELS
 
 
 @dataclass(frozen=True)
@@ -149,8 +163,9 @@ def package_repeats(labels: Sequence[int], balance: float) -> list[int]:
 class PhotoCropsDataset(ImageFolderDataset):
     """Random (train) or fixed multi-scale (eval) crops of the photographs under ``root``.
 
-    Train: ``package_repeats`` items per photo (one with the default ``package_balance=0``); each
-    epoch draws a new crop for every item. Eval: ``eval_crops`` fixed crops per photo, item ``i``
+    Train: ``crops_per_photo`` x ``package_repeats`` items per photo (one with the defaults); each
+    epoch draws a new crop for every item (a few photos need several crops each to fill a batch).
+    Eval: ``eval_crops`` fixed crops per photo, item ``i``
     being crop ``i // photos`` of photo ``i % photos``. ``max_photos`` keeps that many photos,
     spread over the packages, in either mode.
     """
@@ -158,9 +173,11 @@ class PhotoCropsDataset(ImageFolderDataset):
     def __init__(self, root: str | os.PathLike, image_size: int, train: bool, *,
                  settings: CropSettings = CropSettings(), eval_crops: int = 4, cache_side: int = 768,
                  seed: int = 0, max_pixels: int | None = None, max_photos: int | None = None,
-                 package_balance: float = 0.0):
+                 package_balance: float = 0.0, crops_per_photo: int = 1):
         if eval_crops < 1:
             raise ValueError(f"eval_crops must be >= 1, got {eval_crops}")
+        if crops_per_photo < 1:
+            raise ValueError(f"crops_per_photo must be >= 1, got {crops_per_photo}")
         if cache_side < image_size:
             raise ValueError(f"cache_side ({cache_side}) must be at least image_size ({image_size})")
         self.settings, self.eval_crops, self.cache_side, self.seed = settings, eval_crops, cache_side, seed
@@ -171,11 +188,35 @@ class PhotoCropsDataset(ImageFolderDataset):
                                                                           max_photos)]
             self._share_bad_file_record()
         repeats = package_repeats([label for _, label in self.samples], package_balance)
-        self._photo_of_item = [photo for photo, times in enumerate(repeats) for _ in range(times)]
+        self._photo_of_item = [photo for photo, times in enumerate(repeats) for _ in range(times * crops_per_photo)]
 
     @property
     def photos(self) -> int:
         return len(self.samples)
+
+    def data_record(self) -> dict:
+        """What this dataset draws from, for saving beside a model trained on it: the corpus manifest's
+        origin and per-package version and licence, and the record of every photo (package, version, path
+        in the package, licence, sha256). Photos the manifest does not list (a folder that is not a corpus)
+        appear by file name only."""
+        corpus = self.root.parent
+        manifest = read_manifest(corpus) or {}
+        by_file = {record["file"]: record for record in manifest.get("files", [])}
+        photos = []
+        for path, _ in self.samples:
+            key = Path(path).resolve().relative_to(corpus.resolve()).as_posix() if manifest else str(path)
+            photos.append(by_file.get(key, {"file": key}))
+        packages: dict[str, dict] = {}
+        for record in photos:
+            entry = packages.setdefault(record.get("package", Path(record["file"]).parts[-2]),
+                                        {"version": record.get("version"), "licences": [], "photos": 0})
+            entry["photos"] += 1
+            if record.get("licence") not in (None, *entry["licences"]):
+                entry["licences"].append(record["licence"])
+        return {"dataset": "photo_crops", "corpus": str(corpus), "split": self.root.name,
+                "origin": manifest.get("origin"), "settings": {**vars(self.settings),
+                                                              "crops per epoch": len(self)},
+                "packages": packages, "photos": photos}
 
     def __len__(self) -> int:
         return len(self._photo_of_item) if self.train else self.photos * self.eval_crops
@@ -213,5 +254,9 @@ class PhotoCropsDataset(ImageFolderDataset):
         if self.train:
             if self.settings.hflip and bool(torch.rand((), generator=generator) < 0.5):
                 pixels = pixels.flip(-1)
-            pixels = colour_jitter(pixels, self.settings.jitter, generator)
+            return colour_jitter(pixels, self.settings.jitter, generator), label
+        for _ in range(FLAT_REDRAWS):
+            if not is_flat(pixels):
+                break
+            pixels = crop_to_tensor(img, crop_box(img.width, img.height, self.settings, generator), self.image_size)
         return pixels, label

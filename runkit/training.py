@@ -280,9 +280,13 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return path
 
+    def export_extras(self, directory: Path) -> None:
+        """Files written beside the exported weights of every checkpoint (default: none)."""
+
     def _export(self, directory: Path) -> None:
         self.ema.copy_to(self.ema_model)
         self.ema_model.save_pretrained(directory)
+        self.export_extras(directory)
 
     def _restore_rng(self) -> None:
         # Last of all: setup draws from the RNGs; the loop must continue the saved streams.

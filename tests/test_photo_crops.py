@@ -121,3 +121,46 @@ def test_subsets_spread_over_packages_and_small_packages_are_repeated_with_disti
     assert (torch.cdist(small.flatten(1), small.flatten(1)) + torch.eye(4) * 1e9).min() > 1.0
     subset = PhotoCropsDataset(tmp_path, 32, train=False, max_photos=2, eval_crops=3)
     assert subset.photos == 2 and len(subset) == 6 and {subset[i][1] for i in range(6)} == {0, 1}
+
+
+def test_crops_per_photo_fills_an_epoch_with_distinct_crops(photo_root):
+    dataset = PhotoCropsDataset(photo_root / "train", 32, train=True, crops_per_photo=4)
+    assert len(dataset) == 12
+    dataset.set_augmentation_epoch(seed=0, epoch=0)
+    crops = torch.stack([dataset[i][0] for i in range(12)]).flatten(1)
+    assert (torch.cdist(crops, crops) + torch.eye(12) * 1e9).min() > 1.0
+    with pytest.raises(ValueError, match="crops_per_photo"):
+        PhotoCropsDataset(photo_root / "train", 32, train=True, crops_per_photo=0)
+
+
+def test_eval_crops_with_no_content_are_drawn_again(tmp_path):
+    from imagedata.photo_crops import is_flat
+
+    (tmp_path / "sky").mkdir()
+    night = np.zeros((400, 400, 3), np.uint8)
+    night[:40, :40] = np.random.default_rng(0).integers(0, 255, (40, 40, 3))  # one star field in a corner
+    Image.fromarray(night).save(tmp_path / "sky" / "night.png")
+    plain = PhotoCropsDataset(tmp_path, 32, train=False, eval_crops=8)
+    crops = [plain[i][0] for i in range(8)]
+    assert not any(is_flat(crop) for crop in crops)
+    assert is_flat(torch.full((3, 8, 8), -1.0)) and not is_flat(torch.rand(3, 8, 8) * 2 - 1)
+
+
+def test_data_record_lists_the_corpus_files_behind_the_photos(photo_root, tmp_path):
+    import json
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(photo_root, corpus)
+    files = [{"file": f"train/pkg/{name}.png", "package": "pkg", "version": "1.0", "licence": licence,
+              "path": f"usr/share/{name}.png", "sha256": "0" * 64, "split": "train"}
+             for name, licence in (("astronaut", "PD"), ("coffee", "CC0"), ("chelsea", "PD"))]
+    (corpus / "manifest.json").write_text(json.dumps({"generator": "imagedata.photo_corpus", "origin": "debian",
+                                                      "files": files}))
+    record = PhotoCropsDataset(corpus / "train", 32, train=True, max_photos=2).data_record()
+    assert record["split"] == "train" and record["origin"] == "debian"
+    # max_photos=2 of (astronaut, chelsea, coffee): the first and the last, spread over the sorted files
+    assert [photo["file"] for photo in record["photos"]] == ["train/pkg/astronaut.png", "train/pkg/coffee.png"]
+    assert record["packages"] == {"pkg": {"version": "1.0", "licences": ["PD", "CC0"], "photos": 2}}
+    bare = PhotoCropsDataset(photo_root / "val", 32, train=False).data_record()  # no manifest: names only
+    assert bare["photos"] == [{"file": str(photo_root / "val" / "pkg" / "rocket.png")}]

@@ -163,3 +163,23 @@ def test_full_scale_experiments_match_the_paper(name, preset, stage, lr, steps):
         assert (cfg.loss.sample_perceptual, cfg.loss.sample_loss_weight, cfg.loss.sample_steps) == ("resnet50", 0.01, 8)
     else:
         assert (cfg.loss.perceptual, cfg.loss.perceptual_weight, cfg.train.freeze_encoder_after) == ("lpips", 0.1, 200_000)
+
+
+def test_a_run_on_the_photo_corpus_saves_its_training_data_beside_the_weights(tmp_path):
+    import json
+
+    from skimage import data
+    from PIL import Image
+
+    corpus = tmp_path / "corpus"
+    for split, names in {"train": ("astronaut", "coffee"), "val": ("rocket",)}.items():
+        (corpus / split / "pkg").mkdir(parents=True)
+        for name in names:
+            Image.fromarray(getattr(data, name)()).save(corpus / split / "pkg" / f"{name}.png")
+    cfg = make_cfg(tmp_path / "run", "data=photo_corpus", f"data.root={corpus}", "data.crops_per_photo=2",
+                   "train.max_steps=2", "checkpoint.every=2")
+    out = train(cfg)
+    record = json.loads((Path(out["checkpoint"]) / "training_data.json").read_text())
+    assert record["split"] == "train" and record["settings"]["crops per epoch"] == 4
+    assert sorted(Path(photo["file"]).name for photo in record["photos"]) == ["astronaut.png", "coffee.png"]
+    assert load_flowmo(out["checkpoint"]).config.image_size == 16  # the extra file leaves loading alone

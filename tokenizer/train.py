@@ -15,6 +15,7 @@ checkpoints are :mod:`runkit.training`'s; this module holds the objectives, data
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from runkit.checkpoint import CheckpointManager
 from runkit.cli import TRAINING_RULES, user_path
 from runkit.ema import EMA
+from runkit.fileio import atomic_write
 from runkit.training import Trainer, done_line, open_training_run
 
 from .config import DecodeDefaults, FlowMoConfig
@@ -36,6 +38,7 @@ from .losses import LossWeights, freeze, stage1a_losses, stage1b_losses
 from .model import FlowMo
 
 STAGES = ("1a", "1b", "distill")
+TRAINING_DATA_FILE = "training_data.json"  # beside the exported weights, when the dataset records its sources
 CPU_COMPILE_GAIN = FlowMo.cpu_training_compile_gain  # read once: tests replace FlowMo to catch early builds
 FROZEN_ENCODER_STAGES = ("1b", "distill")
 OPTION_RULES = {
@@ -225,6 +228,14 @@ class TokenizerTrainer(Trainer):
             _log_images(self.cfg, self.ema, self.ema_model, self.val_images, self.run.run_dir, self.writer, step)
         if log.val_every and (step % log.val_every == 0 or last):
             self.val = _validate(self.cfg, self.ema, self.ema_model, self.val_images, self.writer, step)
+
+    def export_extras(self, directory: Path) -> None:
+        """``training_data.json`` beside the weights when the dataset can say what it draws from
+        (the photo corpus: its packages, versions, licences and files)."""
+        record = getattr(self.dataset, "data_record", None)
+        if record is not None:
+            text = json.dumps(record(), indent=1)
+            atomic_write(directory / TRAINING_DATA_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def extra_state(self) -> dict[str, Any]:
         return {"stage": self.stage, "encoder_frozen": self.encoder_frozen, "config": self.config.to_dict(),
