@@ -46,9 +46,9 @@ TOKENIZER_DOMAINS = {
                               "A handwritten digit, light on dark like scikit-learn's digits; it is centre-cropped "
                               "and shrunk to {size}×{size} px. This tokenizer cannot represent photos."),
     "photos": TokenizerDomain("Photo tokenizer", "photo_*.png",
-                              "A colour photo; it is centre-cropped and shrunk to {size}×{size} px, so a small "
-                              "detail works best, like the examples: 100–160 px cuts from the photos' held-out "
-                              "bands."),
+                              "A colour photo; it is centre-cropped and shrunk to {size}×{size} px, so one object "
+                              "or a detail works best, like the examples: cuts from photographs of a source the "
+                              "tokenizer never trained on (OpenCV's sample pictures)."),
     "images": TokenizerDomain("Loaded tokenizer", "photo_*.png",
                               "Any image; it is centre-cropped and resized to {size}×{size} px."),
 }

@@ -138,7 +138,7 @@ def test_reconstruct_rejects_non_images_and_huge_images(pipeline, tmp_path):
 
 
 def test_reconstruct_with_the_photo_tokenizer_uses_it(photo_pipeline):
-    photo = EXAMPLES_DIR / "photo_rocket.png"
+    photo = EXAMPLES_DIR / "photo_apple.png"
     result = photo_pipeline.reconstruct(photo, tokenizer="photos")
     assert result.original.shape == result.reconstruction.shape == (1, 3, 16, 16)  # its size, not the main 32
     assert result.bits_per_pixel == pytest.approx(16 * 12 / 16**2) and result.tokenizer == "Photo tokenizer"
@@ -221,22 +221,28 @@ def test_examples_match_the_tokenizer_domain(photo_pipeline, weights_dir):
     assert loaded.name == "images" and loaded.examples == photos.examples
 
 
-def test_photo_examples_are_cut_from_held_out_val_bands():
-    from imagedata.scikit_photos import COLOUR_SOURCES, box_inside, split_regions
+def test_photo_examples_are_cut_from_the_unseen_package():
+    from imagedata.photo_corpus import DEFAULT_UNSEEN, read_manifest
 
     spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES_DIR / "make_examples.py")
     make_examples = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_examples)
-    sources = {source.name: source for source in COLOUR_SOURCES}
     assert sorted(EXAMPLES_DIR.glob("photo_*.png")) == sorted(EXAMPLES_DIR / f"photo_{n}.png"
                                                               for n in make_examples.PHOTOS)
-    for name, position in make_examples.PHOTOS.items():
-        photo = Image.open(sources[name].path).convert("RGB")
-        split = split_regions(*photo.size)
-        box = make_examples.band_box(split, position)
-        assert box_inside(box, split.val) and 96 <= box[2] - box[0] <= 160
+    for name, (_, (left, top, right, bottom)) in make_examples.PHOTOS.items():
+        shipped = Image.open(EXAMPLES_DIR / f"photo_{name}.png")
+        assert shipped.size == (right - left, bottom - top) and right - left == bottom - top, name
+    corpus = Path(__file__).resolve().parents[1] / "data" / "photo_corpus"
+    manifest = read_manifest(corpus)
+    if manifest is None:  # CI downloads no package: the pixels are checked where the corpus was built
+        return
+    records = {record["file"]: record for record in manifest["files"]}
+    for name, (_, box) in make_examples.PHOTOS.items():
+        path = make_examples.source_file(corpus, name)
+        record = records[path.relative_to(corpus).as_posix()]
+        assert record["split"] == "test_unseen" and record["package"] == DEFAULT_UNSEEN
         shipped = np.asarray(Image.open(EXAMPLES_DIR / f"photo_{name}.png").convert("RGB"))
-        assert np.array_equal(shipped, np.asarray(photo.crop(box))), name
+        assert np.array_equal(shipped, np.asarray(Image.open(path).convert("RGB").crop(box))), name
 
 
 def test_reconstruct_with_random_lpips_is_marked_uncalibrated(pipeline):

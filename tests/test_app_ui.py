@@ -108,7 +108,7 @@ def test_reconstruct_upload_shows_metrics(served):
 
 def test_reconstruct_with_the_photo_tokenizer(served):
     _, client = served
-    _, _, table = client.predict(gradio_client.handle_file(str(EXAMPLES_DIR / "photo_astronaut.png")), 2, 1.0, 0,
+    _, _, table = client.predict(gradio_client.handle_file(str(EXAMPLES_DIR / "photo_fruits.png")), 2, 1.0, 0,
                                  "photos", api_name="/reconstruct")
     rows = _rows(table)
     assert rows["tokenizer"] == "Photo tokenizer" and rows["BPP"] == "0.7500"  # 192 bits over 16 x 16 px

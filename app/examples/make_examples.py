@@ -2,30 +2,38 @@
 
 - ``digit_<d>.png``: the first 3 and the first 7 of scikit-learn's ``load_digits()``, for the
   digits tokenizer.
-- ``photo_<photo>.png``: a square cut at source resolution from the held-out validation band of
-  a bundled photograph (:mod:`imagedata.scikit_photos`), for the photo tokenizer: pixels that no
-  training crop of ``python -m imagedata.prepare_scikit_photos`` ever contains.
+- ``photo_<name>.png``: a square cut at source resolution from a photograph of the photo corpus's
+  unseen package (``test_unseen``, opencv-doc's sample pictures; ``python -m imagedata.prepare
+  photos`` builds it), for the photo tokenizer: a source no shipped model was trained, tuned or
+  selected on.
 
-Deterministic (same packages, same bytes). Prints each photo example's box for the README.
+Deterministic (same packages, same bytes). Prints each photo example's row for the README.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from imagedata.scikit_photos import COLOUR_SOURCES, Box, RegionSplit, box_inside, side_range, split_regions
+from imagedata.photo_corpus import DEFAULT_UNSEEN, read_manifest
 
 HERE = Path(__file__).resolve().parent
 DIGITS = (3, 7)
-# photo -> where along its val band the box sits (0: top/left end, 1: bottom/right end), picked
-# by eye for something recognisable. Only photos with a clear licence (motorcycle has none).
-PHOTOS = {"astronaut": 0.1, "china": 0.6, "hubble_deep_field": 0.5, "immunohistochemistry": 0.5,
-          "retina": 0.2, "rocket": 1.0}
-MIN_SIDE, MAX_SIDE = 96, 160  # big enough to look like a photo, small enough for a thumbnail
-TRAIN_IMAGE_SIZE = 32  # the photo tokenizer's resolution (configs/tokenizer/photos32.yaml)
+# name -> (file of the unseen package, under the corpus's test_unseen/<package>/; box (left, top, right,
+# bottom) in source pixels, picked by eye for something recognisable at 32 px: 0.55-0.9 of the short side).
+# Only pictures that show no person and no third-party artwork.
+PHOTOS = {
+    "fruits": ("data/fruits.jpg", (70, 60, 330, 320)),
+    "apple": ("data/apple.jpg", (40, 30, 470, 460)),
+    "squirrel": ("data/squirrel_cls.jpg", (110, 110, 370, 370)),
+    "butterfly": ("data/butterfly.jpg", (96, 40, 396, 340)),
+    "building": ("data/building.jpg", (250, 150, 650, 550)),
+    "plant": ("alphamat/input_images/plant.jpg", (180, 20, 480, 320)),
+}
 
 
 def write_digits() -> None:
@@ -39,36 +47,27 @@ def write_digits() -> None:
                                                                             optimize=True)
 
 
-def band_box(split: RegionSplit, position: float) -> Box:
-    """A square inside the val band, centred across it, ``position`` of the way along it.
-
-    Its side is the largest training crop side for this photo (so the tokenizer sees the scale it
-    was trained on), kept within [MIN_SIDE, MAX_SIDE] and the band's width.
-    """
-    left, top, right, bottom = split.val
-    across = right - left if split.axis == "x" else bottom - top
-    side = min(max(side_range(split, TRAIN_IMAGE_SIZE)[1], MIN_SIDE), MAX_SIDE, across)
-    offset = (across - side) // 2
-    if split.axis == "x":
-        x, y = left + offset, top + round((bottom - top - side) * position)
-    else:
-        x, y = left + round((right - left - side) * position), top + offset
-    box = (x, y, x + side, y + side)
-    assert box_inside(box, split.val), (box, split.val)
-    return box
+def source_file(corpus: Path, name: str) -> Path:
+    return corpus / "test_unseen" / DEFAULT_UNSEEN / PHOTOS[name][0]
 
 
-def write_photos() -> None:
-    sources = {source.name: source for source in COLOUR_SOURCES}
-    for name, position in PHOTOS.items():
-        source = sources[name]
-        photo = Image.open(source.path).convert("RGB")
-        box = band_box(split_regions(*photo.size), position)
+def write_photos(corpus: Path) -> None:
+    manifest = read_manifest(corpus)
+    if manifest is None:
+        raise SystemExit(f"{corpus} is not a photo corpus: build it with python -m imagedata.prepare photos")
+    records = {record["file"]: record for record in manifest["files"]}
+    for name, (file, box) in PHOTOS.items():
+        path = source_file(corpus, name)
+        record = records[path.relative_to(corpus).as_posix()]
+        assert record["split"] == "test_unseen" and hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+        photo = Image.open(path).convert("RGB")
         photo.crop(box).save(HERE / f"photo_{name}.png", optimize=True)
-        print(f"| `photo_{name}.png` | {source.title}, box {box} of {photo.width}×{photo.height}; "
-              f"{source.origin} | {source.licence} |")
+        print(f"| `photo_{name}.png` | `{record['path']}` ({record['package']} {record['version']}), box {box} of "
+              f"{photo.width}×{photo.height} | {record['licence']} |")
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path, default=Path("data/photo_corpus"))
     write_digits()
-    write_photos()
+    write_photos(parser.parse_args().corpus)
