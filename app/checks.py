@@ -6,7 +6,6 @@ None come from the models' saved defaults.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 from torch import Tensor
@@ -59,16 +58,12 @@ def check_decode(limits: DemoLimits, tokenizer: Any, steps: Any, cfg: Any) -> tu
 
 
 def image_tensor(limits: DemoLimits, tokenizer: Any, image: Any, name: str, notes: list[str] | None = None) -> Tensor:
-    """A path / bytes / PIL image -> (1, 3, S, S) in [-1, 1] on the tokenizer's device; what was done
-    to the picture on the way (transparency flattened on white) is appended to ``notes``."""
-    from runkit.images import FLATTENED_ON_WHITE, load_image, pil_to_tensor
+    """A path / bytes / PIL image -> (1, 3, S, S) in [-1, 1] on the tokenizer's device, as the public pipeline
+    prepares it (messages name the file, not where the server keeps its uploads), within
+    ``limits.max_image_pixels``; what was done to the picture on the way (transparency flattened on white)
+    is appended to ``notes``."""
+    from generator.pipeline import Pipeline
 
     if image is None or (isinstance(image, str) and not image.strip()):
         raise ValueError(f"{name}: upload an image or pick an example")
-    # Messages name the file, not where the server keeps its uploads.
-    label = f"{name} ({Path(image).name})" if isinstance(image, (str, Path)) else name
-    picture = load_image(image, max_pixels=limits.max_image_pixels, exif_transpose=True, name=label)
-    if notes is not None and picture.info.get(FLATTENED_ON_WHITE):
-        notes.append(f"{name} has transparent areas: they were flattened on white")
-    tensor = pil_to_tensor(picture, tokenizer.config.image_size, train=False)
-    return tensor[None].to(device=tokenizer.device, dtype=next(tokenizer.parameters()).dtype)
+    return Pipeline(None, tokenizer).image_tensor(image, max_pixels=limits.max_image_pixels, name=name, notes=notes)

@@ -10,9 +10,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from generator.pipeline import Pipeline
+
 from . import token_edits
 from .checks import check_decode, check_seed, image_tensor
-from .decoding import ProgressFn, decode
+from .decoding import ProgressFn, within
 from .limits import DemoLimits, check_float, check_int
 from .models import LoadedModels
 from .visualize import for_display, token_map
@@ -42,6 +44,7 @@ def edit_tokens(models: LoadedModels, limits: DemoLimits, image_a: Any, image_b:
     """
     from runkit.images import make_grid_image
 
+    pipe = Pipeline(None, models.tokenizer)
     tok = models.tokenizer.config
     if operation not in TOKEN_OPERATIONS:
         raise ValueError(f"operation {operation!r}; choose one of {list(TOKEN_OPERATIONS)}")
@@ -52,8 +55,7 @@ def edit_tokens(models: LoadedModels, limits: DemoLimits, image_a: Any, image_b:
     images = [image_tensor(limits, models.tokenizer, image_a, "image A")]
     if needs_b:
         images.append(image_tensor(limits, models.tokenizer, image_b, "image B"))
-    with torch.inference_mode():
-        tokens = models.tokenizer.tokenize(torch.cat(images)).cpu()
+    tokens = pipe.tokenize(torch.cat(images))
     if operation == "swap":
         start = check_int("span start", start, 0, tok.num_indices - 1)
         end = check_int("span end", tok.num_indices if end in (None, "") else end, start + 1, tok.num_indices)
@@ -68,8 +70,8 @@ def edit_tokens(models: LoadedModels, limits: DemoLimits, image_a: Any, image_b:
         alpha = check_float("alpha", alpha, 0.0, 1.0)
         edited = torch.cat([tokens[:1], token_edits.mix(tokens[:1], tokens[1:], alpha, rng), tokens[1:]])
         labels = ["A", f"mix alpha={alpha:.2f}", "B"]
-    decoded = decode(models.tokenizer, edited, decode_steps, decode_cfg, seed, progress, (0.05, 1.0),
-                     shared_noise=True)
+    decoded = pipe.decode(edited, seed=seed, steps=decode_steps, cfg=decode_cfg, shared_noise=True,
+                          progress=within(progress, 0.05, 1.0))
     return TokenEditResult(images=decoded, indices=edited, labels=labels,
                            grid=make_grid_image(for_display(decoded), nrow=len(labels), labels=labels),
                            token_map=token_map(models.tokenizer, edited, len(labels), labels))

@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from PIL import Image
 from torch import Tensor
 
+from generator.pipeline import Pipeline
+
 from .checks import check_decode, check_generate, check_seed, resolve_classes
-from .decoding import ProgressFn, decode
+from .decoding import ProgressFn
 from .limits import DemoLimits, check_int
-from .models import GENERATOR_LABELS, LoadedModels
+from .models import LoadedModels
 from .visualize import for_display, token_map
 
 GRID_MAX_COLUMNS = 10  # a single row of generated images wraps after this many (all ten digits fit)
@@ -66,28 +67,17 @@ def generate(models: LoadedModels, limits: DemoLimits, work_dir: Path, classes: 
     seed = check_seed(seed)
     decode_steps, decode_cfg = check_decode(limits, models.tokenizer, decode_steps, decode_cfg)
 
-    model = models.generators[slot]
-    ids = torch.tensor([c for c in class_ids for _ in range(per_class)], dtype=torch.long,
-                       device=models.tokenizer.device)
-    if progress is not None:
-        progress(0.0, f"sampling {ids.numel()} token sequences with {GENERATOR_LABELS[slot]}")
-    rng = torch.Generator(device=ids.device).manual_seed(seed)
-
-    def report(step: int, total: int) -> None:
-        if progress is not None:
-            progress(0.3 * step / total, f"sampling tokens: step {step}/{total}")
-
-    with torch.inference_mode():
-        indices = model.generate(ids, num_steps=steps, cfg_scale=cfg, temperature=temperature, generator=rng,
-                                 progress=report)
-    images = decode(models.tokenizer, indices, decode_steps, decode_cfg, seed, progress, (0.3, 1.0))
-    labels = [models.class_names[c] for c in ids.tolist()]
+    pipe = Pipeline(models.generators[slot], models.tokenizer)
+    out = pipe.generate([c for c in class_ids for _ in range(per_class)], seed=seed, decode_steps=decode_steps,
+                        decode_cfg=decode_cfg, batch_size=limits.max_batch, progress=progress, num_steps=steps,
+                        cfg_scale=cfg, temperature=temperature)
+    labels = [models.class_names[c] for c in out.class_ids]
     nrow = generation_columns(len(class_ids), per_class)
-    files = save_generation(work_dir, images, indices.cpu(), ids.tolist(), labels, nrow)
+    files = save_generation(work_dir, out.images, out.indices, out.class_ids, labels, nrow)
     return GenerationResult(
-        images=images, indices=indices.cpu(), class_ids=ids.tolist(), labels=labels,
-        grid=make_grid_image(for_display(images), nrow=nrow, labels=labels),
-        token_map=token_map(models.tokenizer, indices.cpu(), nrow, labels),
+        images=out.images, indices=out.indices, class_ids=out.class_ids, labels=labels,
+        grid=make_grid_image(for_display(out.images), nrow=nrow, labels=labels),
+        token_map=token_map(models.tokenizer, out.indices, nrow, labels),
         seconds=time.perf_counter() - start, files=files)
 
 

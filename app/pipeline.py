@@ -3,8 +3,9 @@
 One object holds the loaded model set (:mod:`app.models`, swappable at run time by the model
 picker, :mod:`app.picker`) and the caches built on first use (prompt vocabulary, LPIPS, work
 directory); each operation lives in its own module: :mod:`app.generate`, :mod:`app.reconstruct`,
-:mod:`app.edit_tokens`, :mod:`app.evaluate`. No Gradio here: ``app/ui.py`` only wires these
-methods to widgets.
+:mod:`app.edit_tokens`, :mod:`app.evaluate`. They generate, tokenize and decode through the public
+:class:`generator.Pipeline` (:meth:`DemoPipeline.pipeline`), so the demo's images are the ones a
+Python caller gets for the same seed. No Gradio here: ``app/ui.py`` only wires these methods to widgets.
 
 Every user-facing input is checked against :class:`~app.limits.DemoLimits` (:mod:`app.checks`);
 bad input raises ``ValueError`` (or a subclass) with a message meant for the person at the browser.
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+
+from generator.pipeline import Pipeline
 
 from . import edit_tokens, evaluate, generate, reconstruct
 from .checks import resolve_classes
@@ -90,6 +93,14 @@ class DemoPipeline:
         """(steps, cfg, temperature) a generator samples with unless told otherwise: its saved defaults."""
         return self._models.generator_defaults(generator)
 
+    def pipeline(self, generator: str | None = None, tokenizer: str | None = None) -> Pipeline:
+        """The public pipeline the demo's operations run: a loaded generator (label or slot; None: none) over
+        the main tokenizer, or a loaded tokenizer (API name or label; None: the main one) alone."""
+        models = self._models
+        if generator is not None:
+            return Pipeline(models.generators[models.resolve_generator(generator)], models.tokenizer)
+        return Pipeline(None, models.tokenizers[models.resolve_tokenizer(tokenizer)])
+
     def tokenizer_choices(self) -> list[TokenizerChoice]:
         """Every loaded tokenizer, the main one first."""
         models = self._models
@@ -124,13 +135,11 @@ class DemoPipeline:
                 compiled = replace(eager, tokenizer=copy.deepcopy(eager.tokenizer),
                                    generators={slot: copy.deepcopy(g) for slot, g in eager.generators.items()})
                 notes = compile_for_inference([compiled.tokenizer, *compiled.generators.values()])
-                with torch.inference_mode():  # as the requests run
-                    for model in compiled.generators.values():
-                        compiled.tokenizer.decode(model.generate([0]))
-                    if not compiled.generators:
-                        size = compiled.tokenizer.config.image_size
-                        images = torch.zeros(1, 3, size, size, device=compiled.tokenizer.device)
-                        compiled.tokenizer.reconstruct(images)
+                for model in compiled.generators.values():  # as the requests run
+                    Pipeline(model, compiled.tokenizer).generate([0])
+                if not compiled.generators:
+                    size = compiled.tokenizer.config.image_size
+                    Pipeline(None, compiled.tokenizer).reconstruct(torch.zeros(1, 3, size, size))
             except Exception as error:  # a failed compile leaves the eager models serving
                 print(f"compile: failed ({type(error).__name__}: {error}); serving the eager models", flush=True)
                 return

@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from generator.pipeline import Pipeline
+
 from .checks import check_decode, check_seed, image_tensor
-from .decoding import ProgressFn, decode
+from .decoding import ProgressFn, within
 from .limits import DemoLimits
 from .models import TOKENIZER_DOMAINS, LoadedModels, evaluations_text
 from .settings import DemoSettings
@@ -81,16 +83,16 @@ def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable
 
     name = models.resolve_tokenizer(tokenizer)
     flowmo = models.tokenizers[name]
+    pipe = Pipeline(None, flowmo)
     decode_steps, decode_cfg = check_decode(limits, flowmo, decode_steps, decode_cfg)
     seed = check_seed(seed)
     notes: list[str] = []
     original = image_tensor(limits, flowmo, image, "image", notes)
     if progress is not None:
         progress(0.0, "encoding")
-    with torch.inference_mode():
-        indices = flowmo.tokenize(original)
+    indices = pipe.tokenize(original)
     start = time.perf_counter()
-    recon = decode(flowmo, indices, decode_steps, decode_cfg, seed, progress, (0.1, 0.95))
+    recon = pipe.decode(indices, seed=seed, steps=decode_steps, cfg=decode_cfg, progress=within(progress, 0.1, 0.95))
     decode_ms = (time.perf_counter() - start) * 1000  # decode ends with a copy to the CPU, so CUDA is done
     original = original.float().cpu()
     metric = lpips_metric()
@@ -101,11 +103,11 @@ def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable
         calibrated = bool(metric.calibrated)
     tok = flowmo.config
     return ReconstructionResult(
-        original=original, reconstruction=recon, indices=indices.cpu(),
+        original=original, reconstruction=recon, indices=indices,
         psnr=float(psnr(original, recon).mean()), lpips=lpips_value, lpips_calibrated=calibrated,
         bits_per_pixel=tok.bits_per_pixel, bits=tok.code_length * tok.context_dim,
         comparison=make_grid_image(for_display(torch.cat([original, recon])), nrow=2,
                                    labels=["original", "reconstruction"]),
-        token_map=token_map(flowmo, indices.cpu(), 1, ["tokens"]),
+        token_map=token_map(flowmo, indices, 1, ["tokens"]),
         tokenizer=TOKENIZER_DOMAINS[name].label, decode_steps=decode_steps, decode_cfg=decode_cfg,
         decode_ms=decode_ms, decode_evaluations=flowmo.decode_evaluations(decode_steps, decode_cfg), notes=notes)

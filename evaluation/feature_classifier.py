@@ -108,6 +108,27 @@ class FeatureClassifier(Pretrained, nn.Module):
         return cls(dataclass_from_dict(ClassifierConfig, record))
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "FeatureClassifier":
-        """The saved classifier, ready to measure (eval mode)."""
-        return super().from_pretrained(directory, map_location).eval()
+    def from_pretrained(cls, directory: str | os.PathLike, *, map_location: str = "cpu",
+                        **hub_kwargs: Any) -> "FeatureClassifier":
+        """The saved classifier (a folder or a Hub repo id), ready to measure (eval mode)."""
+        return super().from_pretrained(directory, map_location=map_location, **hub_kwargs).eval()
+
+    def card_fields(self) -> dict[str, str]:
+        c = self.config
+        return {"title": f"Metric classifier: {c.feature_label}",
+                "summary": (f"A small convolutional classifier of {c.image_size}×{c.image_size} px images into "
+                            f"{c.num_classes} classes, trained on one dataset's training split. Its "
+                            f"{c.feature_dim}-d penultimate features are the feature space of FID, precision and "
+                            "recall on that dataset, its logits give the Inception-Score analogue; numbers measured "
+                            f"with it are named \"{c.feature_label}\" and are not comparable with ImageNet FIDs."),
+                "usage": ("from evaluation.feature_classifier import FeatureClassifier\n\n"
+                          "classifier = FeatureClassifier.from_pretrained(\"path/or/repo-id\")\n"
+                          "features, logits = classifier.features_and_logits(images)   # B×3×H×W in [-1, 1]")}
+
+    def training_record(self) -> dict[str, Any]:
+        """``python -m evaluation.train_classifier`` records its data, steps and accuracies in ``config.extra``."""
+        extra = self.config.extra
+        quality = {key: extra[key] for key in ("train_accuracy", "val_accuracy", "train_images", "val_images",
+                                               "final_loss") if key in extra}
+        return {"data": extra.get("data"), "command": extra.get("command"), "quality": quality,
+                "step": extra.get("steps")}

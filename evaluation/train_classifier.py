@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from tqdm import tqdm
 
-from runkit.cli import user_path
+from runkit.cli import command_line, user_path
 from imagedata import random_affine, stack_dataset
 
 from .feature_classifier import ClassifierConfig, FeatureClassifier
@@ -79,7 +79,8 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
               "val_accuracy": accuracy(model, val_images, val_labels),
               "train_images": len(train_labels), "val_images": len(val_labels),
               "final_loss": sum(losses[-50:]) / len(losses[-50:])}
-    model.config.extra = {"data": data_cfg, "steps": cfg["steps"], "seed": cfg["seed"], **result}
+    model.config.extra = {"data": data_cfg, "steps": cfg["steps"], "seed": cfg["seed"],
+                          "command": command_line("evaluation.train_classifier"), **result}
     model.save_pretrained(user_path(cfg["out"]))
     return result
 

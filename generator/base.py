@@ -160,6 +160,19 @@ class GeneratorModel(Pretrained, nn.Module):
         """config.json: model type, sizes, classes, tokenizer hash."""
         return {"model_type": self.model_type, "config": self.config.to_dict()}
 
+    def card_fields(self) -> dict[str, str]:
+        c = self.config
+        names = ", ".join(self.class_names[:10]) + (", ..." if self.num_classes > 10 else "")
+        kind = {"maskgit": "MaskGIT (iterative parallel decoding)", "ar": "autoregressive"}.get(c.model, c.model)
+        return {"title": f"{type(self).__name__}: class-conditional generator of FlowMo tokens",
+                "summary": (f"A {kind} transformer, {c.width} wide × {c.depth} blocks, that samples {c.seq_len} "
+                            f"FlowMo token indices of vocabulary {c.vocab_size} for one of {self.num_classes} "
+                            f"classes ({names}). It needs the FlowMo tokenizer whose tokens it learnt "
+                            f"(architecture hash `{c.tokenizer_hash}`) to turn them into images."),
+                "usage": ("from generator import Pipeline\n\n"
+                          "pipe = Pipeline.from_pretrained(\"path/or/repo-id\", \"its/tokenizer\")\n"
+                          f"images = pipe({self.class_names[0]!r}, num_images=4, seed=0)   # list of PIL images")}
+
     @classmethod
     def from_record(cls, record: dict[str, Any], directory: Path) -> "GeneratorModel":
         """The base class picks MaskGIT or AR from the record; a subclass loads only its own kind."""

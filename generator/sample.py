@@ -3,6 +3,9 @@
     python -m generator.sample checkpoint=<generator dir|run> tokenizer.checkpoint=<FlowMo> \
         class_ids=[0,1,2] samples_per_class=4 out=grid.png [save_indices=grid_indices.safetensors]
     python -m generator.sample ... prompt="a golden retriever and a tabby cat"
+
+Generation goes through :class:`generator.pipeline.Pipeline`, the API Python callers and the demo use, so
+the same seed gives the same images there.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import hydra
 import torch
@@ -20,36 +23,12 @@ from runkit.fileio import atomic_write
 from runkit import acceleration
 from runkit.cli import SAMPLING_RULES, check_numbers, resolve_device, user_path
 
-from .base import GeneratorModel
 from .loading import load_generator
+from .pipeline import Pipeline
 from .tokenize_dataset import load_tokenizer
 
 OPTION_RULES = {**SAMPLING_RULES, "samples_per_class": "int >= 1", "seed": "int >= 0", "batch_size": "int >= 1",
                 "decode_steps": "int >= 1 or null", "decode_cfg": "float >= 0 or null"}
-
-
-def classes_from_prompt(model: GeneratorModel, prompt: str) -> list[int]:
-    """Class ids named by a free-text prompt (raises prompts.NoMatchError, a ValueError, when none matches)."""
-    from .prompts import ClassVocabulary
-
-    return ClassVocabulary.for_class_names(model.class_names).classes_for_prompt(prompt)
-
-
-@torch.no_grad()
-def sample_images(model: GeneratorModel, tokenizer: Any, class_ids: Sequence[int], *, seed: int = 0,
-                  batch_size: int = 64, decode_steps: int | None = None, decode_cfg: float | None = None,
-                  **generate_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generate and decode one image per class id (decoder settings: None = the tokenizer's
-    defaults) -> (images (B,3,H,W) in [-1,1], indices (B,N) int64)."""
-    model.check_tokenizer(tokenizer.config)
-    generator = torch.Generator(model.device).manual_seed(seed)
-    images, indices = [], []
-    for start in range(0, len(class_ids), batch_size):
-        chunk = list(class_ids[start:start + batch_size])
-        tokens = model.generate(chunk, generator=generator, **generate_kwargs)
-        images.append(tokenizer.decode(tokens, steps=decode_steps, cfg=decode_cfg, generator=generator).cpu())
-        indices.append(tokens.cpu())
-    return torch.cat(images), torch.cat(indices)
 
 
 def save_indices(path: str | os.PathLike, indices: torch.Tensor, class_ids: Sequence[int]) -> Path:
@@ -71,8 +50,9 @@ def main(cfg: DictConfig) -> None:
     mismatch = model.other_tokenizer_warning(tokenizer)
     if mismatch:
         warnings.warn(mismatch, stacklevel=1)
+    pipe = Pipeline(model, tokenizer)
     if cfg.prompt:
-        classes = classes_from_prompt(model, cfg.prompt)
+        classes = pipe.vocabulary().classes_for_prompt(cfg.prompt)
         print(f"prompt {cfg.prompt!r} -> " + ", ".join(f"{c} ({model.class_names[c]})" for c in classes))
     elif cfg.class_ids:
         classes = [int(c) for c in cfg.class_ids]
@@ -88,14 +68,14 @@ def main(cfg: DictConfig) -> None:
         for note in acceleration.compile_for_inference([model, tokenizer]):
             print(note)
     with acceleration.autocast(device, precision.value):
-        images, indices = sample_images(model, tokenizer, class_ids, seed=cfg.seed, batch_size=cfg.batch_size,
-                                        decode_steps=cfg.decode_steps, decode_cfg=cfg.decode_cfg, **options)
-    images = images.float()
+        generated = pipe.generate(class_ids, seed=cfg.seed, batch_size=cfg.batch_size, decode_steps=cfg.decode_steps,
+                                  decode_cfg=cfg.decode_cfg, **options)
     out = user_path(cfg.out)
-    save_image_grid(images, out, nrow=cfg.samples_per_class, labels=[model.class_names[c] for c in class_ids])
+    save_image_grid(generated.images, out, nrow=cfg.samples_per_class,
+                    labels=[model.class_names[c] for c in class_ids])
     print(f"wrote {out} ({len(class_ids)} samples)")
     if cfg.save_indices:
-        print(f"wrote {save_indices(user_path(cfg.save_indices), indices, class_ids)}")
+        print(f"wrote {save_indices(user_path(cfg.save_indices), generated.indices, class_ids)}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from runkit.training import Trainer, done_line, open_training_run
 
 from .base import GeneratorModel, build_generator
 from .config import GeneratorConfig
+from .pipeline import Pipeline
 from .tokenize_dataset import build_token_cache, default_cache_dir, load_tokenizer
 from .tokens import MANIFEST_FILE, TokenBatches, TokenCache, encoder_fingerprint, read_manifest
 
@@ -134,6 +135,12 @@ class GeneratorTrainer(Trainer):
     def extra_state(self) -> dict[str, Any]:
         return {"config": self.config.to_dict()}
 
+    def training_data(self) -> dict[str, Any]:
+        """The token cache a model card names: what it encodes (dataset:split), how many images and views."""
+        m = self.batches.cache.manifest
+        return {"token_cache": m.source, "images": m.num_items, "views": list(m.augmentations),
+                "classes": m.num_classes, "tokenizer": self.cfg.tokenizer.checkpoint}
+
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) one generator training as configured; returns a summary."""
@@ -175,7 +182,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return {**summary, "num_parameters": num_params, "samples": str(grids[-1]) if grids else None}
 
 
-@torch.no_grad()
 def save_sample_grid(model: GeneratorModel, tokenizer: Any, log_cfg: DictConfig, path: Path, writer: Any = None,
                      step: int = 0) -> Path:
     """One row per class (the first ``grid_classes``), ``samples_per_class`` columns, labelled by class name."""
@@ -183,11 +189,9 @@ def save_sample_grid(model: GeneratorModel, tokenizer: Any, log_cfg: DictConfig,
 
     num_classes = min(model.num_classes, log_cfg.grid_classes)
     class_ids = torch.arange(num_classes).repeat_interleave(log_cfg.samples_per_class).tolist()
-    device = model.device
-    generator = torch.Generator(device).manual_seed(log_cfg.sample_seed)
-    indices = model.generate(class_ids, num_steps=log_cfg.sample_steps, cfg_scale=log_cfg.cfg_scale,
-                             temperature=log_cfg.temperature, generator=generator)
-    images = tokenizer.decode(indices, steps=log_cfg.decode_steps, cfg=log_cfg.decode_cfg, generator=generator)
+    images = Pipeline(model, tokenizer).generate(
+        class_ids, seed=log_cfg.sample_seed, decode_steps=log_cfg.decode_steps, decode_cfg=log_cfg.decode_cfg,
+        num_steps=log_cfg.sample_steps, cfg_scale=log_cfg.cfg_scale, temperature=log_cfg.temperature).images
     labels = [model.class_names[c] for c in class_ids]
     save_image_grid(images, path, nrow=log_cfg.samples_per_class, labels=labels)
     if writer is not None:

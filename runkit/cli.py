@@ -24,6 +24,18 @@ def hydra_running() -> bool:
     return HydraConfig.initialized()
 
 
+def command_line(module: str) -> str | None:
+    """``python -m <module> <overrides>``: the command Hydra is running, as a model card records it; None
+    outside a Hydra command line (tests, Python callers)."""
+    if not hydra_running():
+        return None
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    return shlex.join(["python", "-m", module, *HydraConfig.get().overrides.task])
+
+
 def user_path(path: str | os.PathLike) -> Path:
     """A path as the user typed it: relative to the launch directory when Hydra runs."""
     if hydra_running():

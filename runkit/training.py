@@ -1,6 +1,7 @@
 """The training skeleton both trainers run: accelerate setup, the run folder, the optimizer step
-with gradient accumulation, the non-finite-step policy, TensorBoard, the progress bar, checkpoints
-that resume exactly (model, EMA, optimizer, scheduler, every RNG, step), compile and precision
+with gradient accumulation, the non-finite-step policy, the experiment tracker (``log.with``,
+:mod:`runkit.tracking`), the progress bar, checkpoints that resume exactly (model, EMA, optimizer,
+scheduler, every RNG, step) and export the EMA model with its model card, compile and precision
 (:mod:`runkit.acceleration`) and the run's ``summary.json`` (its measured speed).
 
 A trainer subclasses :class:`Trainer` with its objective (:meth:`~Trainer.compute_loss`), its data
@@ -24,11 +25,12 @@ from tqdm.auto import tqdm
 from . import acceleration
 from .acceleration import Choice
 from .checkpoint import CheckpointManager
-from .cli import check_numbers, output_directory
+from .cli import check_numbers, command_line, output_directory
 from .fileio import atomic_write
 from .ema import EMA
 from .rng import capture_rng_state, restore_rng_state
 from .runs import open_run
+from .tracking import RunLogger, tracker_name
 
 LossFn = Callable[[Any], "tuple[Tensor, Mapping[str, Tensor]]"]
 SUMMARY_FILE = "summary.json"
@@ -51,6 +53,7 @@ class Run:
     saved: dict[str, Any] | None  # the resume checkpoint's training state, checked against cfg
     compile: Choice  # compile the model's transformer blocks (runkit.acceleration)
     precision: Choice  # accelerate's mixed_precision and why
+    tracker: str | None  # log.with: the accelerate tracker scalars and images go to (None: none)
 
     @property
     def is_main(self) -> bool:
@@ -70,12 +73,14 @@ def open_training_run(cfg: Any, trainer: str, rules: Mapping[str, str], width: i
     check_numbers(cfg, rules)
     tcfg = cfg.train
     run_dir = output_directory(cfg.get("run_dir"), "run_dir")
+    tracker = tracker_name(cfg.log)  # an unknown or uninstalled tracker fails before any work
     cpu = tcfg.get("cpu", False)
     device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
     precision = acceleration.choose_precision(tcfg.mixed_precision, device, width)
     requested_compile = tcfg.get("compile", "auto")
     acceleration.choose_compile(requested_compile, device, None)  # a bad value fails before any work
-    accelerator = Accelerator(mixed_precision=precision.value, gradient_accumulation_steps=tcfg.grad_accum, cpu=cpu)
+    accelerator = Accelerator(mixed_precision=precision.value, gradient_accumulation_steps=tcfg.grad_accum, cpu=cpu,
+                              log_with=tracker, project_dir=str(run_dir))
     set_seed(cfg.seed + accelerator.process_index)
     manager, resume_dir, saved = open_run(run_dir, cfg, trainer, accelerator.is_main_process,
                                           accelerator.wait_for_everyone)
@@ -83,7 +88,7 @@ def open_training_run(cfg: Any, trainer: str, rules: Mapping[str, str], width: i
     compile_choice = acceleration.choose_compile(requested_compile, accelerator.device, steps_left,
                                                  unit="steps to train", cpu_gain=cpu_compile_gain)
     accelerator.print(acceleration.describe(compile_choice, precision))
-    return Run(cfg, run_dir, accelerator, manager, resume_dir, saved, compile_choice, precision)
+    return Run(cfg, run_dir, accelerator, manager, resume_dir, saved, compile_choice, precision, tracker)
 
 
 def done_line(summary: Mapping[str, Any], **outputs: str) -> str:
@@ -215,7 +220,7 @@ class Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.wrapped: nn.Module | None = None
         self.ema_model: nn.Module | None = None  # main process only: exports, images, samples
-        self.writer: Any = None
+        self.writer: RunLogger | None = None  # main process only: the tracker (add_scalar / add_image)
         self.step, self.nan_streak = 0, 0
         self.losses: list[float] = []  # one per optimizer step since the run began (NaN when skipped)
         self._rng_states: list[Any] | None = None
@@ -244,6 +249,13 @@ class Trainer:
     def extra_state(self) -> dict[str, Any]:
         """What else a checkpoint holds (the trainer's own config and data position)."""
         return {}
+
+    def training_data(self) -> Any:
+        """What the model learns from, as its model card records it (default: the run's ``data`` options)."""
+        from omegaconf import OmegaConf
+
+        data = self.cfg.get("data")
+        return OmegaConf.to_container(data, resolve=True) if data is not None else None
 
     # ------------------------------------------------------------------ state
     def load_saved(self) -> dict[str, Any] | None:
@@ -283,8 +295,15 @@ class Trainer:
     def export_extras(self, directory: Path) -> None:
         """Files written beside the exported weights of every checkpoint (default: none)."""
 
+    def training_record(self) -> dict[str, Any]:
+        """How the exported weights were made, kept in their ``config.extra["training"]`` for the model card
+        (the EMA copy's config only, so the training config a resume compares with is untouched)."""
+        return {"data": self.training_data(), "command": command_line(f"{self.name}.train"), "step": self.step,
+                "quality": self.writer.card_quality() if self.writer is not None else {}}
+
     def _export(self, directory: Path) -> None:
         self.ema.copy_to(self.ema_model)
+        self.ema_model.config.extra["training"] = self.training_record()
         self.ema_model.save_pretrained(directory)
         self.export_extras(directory)
 
@@ -301,12 +320,22 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``train.max_steps``; returns run_dir, step, losses, the last checkpoint and the speed
         summary (also written to ``summary.json`` in the run folder, see :class:`StepClock`)."""
-        tcfg, run = self.cfg.train, self.run
-        if run.is_main:
-            from torch.utils.tensorboard import SummaryWriter
+        from omegaconf import OmegaConf
 
-            self.writer = SummaryWriter(str(run.run_dir / "tb"))
+        run = self.run
+        if run.is_main:
+            self.writer = RunLogger.start(self.accelerator, run.tracker, run.run_dir, self.cfg.log, self.name,
+                                          OmegaConf.to_container(self.cfg, resolve=True))
             self.ema_model = self.ema.averaged_model(self.model)  # before compiling: the copy stays eager
+        try:
+            return self._train()
+        finally:
+            # Also when training stops on an error: an MLflow or W&B run left open would block the next one.
+            if self.writer is not None:
+                self.writer.close()
+
+    def _train(self) -> dict[str, Any]:
+        tcfg, run = self.cfg.train, self.run
         if run.compile.value:
             acceleration.compile_blocks(self.model)
         self._restore_rng()
@@ -345,8 +374,6 @@ class Trainer:
                 last_checkpoint = self.save_checkpoint()
                 self._write_summary(clock)  # with every checkpoint, so a killed run keeps its speed
         progress.close()
-        if self.writer is not None:
-            self.writer.close()
         speed = self._write_summary(clock)
         # A rerun of a finished run writes nothing new: it reports the checkpoint already there.
         checkpoint = last_checkpoint or run.manager.latest()

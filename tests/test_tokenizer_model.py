@@ -216,7 +216,7 @@ def test_invalid_configs_are_rejected(field, value, match):
 # ---------------------------------------------------------------- persistence and options
 def test_save_and_from_pretrained_round_trip(tmp_path, tiny_model, reference):
     tiny_model.save_pretrained(tmp_path / "tok")
-    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["README.md", "config.json", "model.safetensors"]
     loaded = FlowMo.from_pretrained(tmp_path / "tok")
     assert loaded.config == tiny_model.config
     with torch.no_grad():

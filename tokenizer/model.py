@@ -201,6 +201,23 @@ class FlowMo(Pretrained, nn.Module):
     def from_record(cls, record: dict[str, Any], directory: Path) -> "FlowMo":
         return cls(FlowMoConfig.from_dict(record["config"]))
 
+    def card_fields(self) -> dict[str, str]:
+        c = self.config
+        bits = c.code_length * c.context_dim
+        return {"title": "FlowMo image tokenizer",
+                "summary": (f"A {c.image_size}×{c.image_size} px image becomes {c.num_indices} discrete tokens of "
+                            f"vocabulary {c.vocab_size} ({bits} bits, {c.bits_per_pixel:.4f} bits per pixel) and is "
+                            f"decoded back by a rectified-flow sampler. Encoder {c.enc_hidden} wide × {c.enc_depth} "
+                            f"blocks, decoder {c.dec_hidden} wide × {c.dec_depth} blocks; decodes by default in "
+                            f"{c.decode.steps} steps with guidance {c.decode.cfg:g} "
+                            f"({self.decode_evaluations()} network evaluations per image). Architecture hash "
+                            f"`{c.architecture_hash()}`."),
+                "usage": ("from tokenizer import FlowMo\n\n"
+                          "model = FlowMo.from_pretrained(\"path/or/repo-id\").eval()\n"
+                          f"indices = model.tokenize(images)   # B×3×{c.image_size}×{c.image_size} in [-1, 1] "
+                          f"-> B×{c.num_indices} int64\n"
+                          "images = model.decode(indices)")}
+
     def check_pretrained_state(self, state: Mapping[str, Tensor], source: str) -> None:
         from .official import check_state_dict
 
