@@ -13,8 +13,9 @@ Each argument is a ``tokenizer.train`` run on ``data=photo_corpus``; every check
 - **held-out files**: the corpus's ``val`` split (other files of the training packages);
 - **unseen source**: ``test_unseen`` (a whole package no run trains on).
 
-Each model decodes with the settings saved with its weights, from per-image fixed noise; images are
-scored as uint8, like the codecs. The best classic codec within the same bits on each set (the
+The runs' checkpoints decode with ``--decode-steps`` (default: the settings saved with the weights) and
+the ``--extra`` models with their saved settings, from per-image fixed noise; images are scored as uint8,
+like the codecs. The best classic codec within the same bits on each set (the
 thumbnail family, oracle-chosen per set, and JPEG's entropy-coded scan bytes on the crops where they
 fit) is measured the same way. ``--extra name=dir`` adds finished models (e.g. the previous shipped
 tokenizer) as rows. Writes results.json and photo_generalisation.png to --out-dir.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hardware import describe  # noqa: E402  (benchmarks/hardware.py, beside this script)
 from rate_distortion import decode_all, encode_all, score  # noqa: E402
 
@@ -69,12 +68,13 @@ def kept_steps(run: Path) -> list[Path]:
     return sorted(steps, key=parse_step)
 
 
-def measure(model: FlowMo, images: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """PSNR / SSIM of the model's default decode of ``images`` (uint8-rounded, fixed noise per image)."""
+def measure(model: FlowMo, images: torch.Tensor, batch_size: int, decode: dict[str, Any]) -> dict[str, float]:
+    """PSNR / SSIM of ``images`` decoded with ``decode`` (empty: the settings saved with the model),
+    uint8-rounded, from fixed noise per image."""
     originals = uint8_to_tensor(tensor_to_uint8(images))
     codes = encode_all(model, originals, batch_size)
     noise = torch.stack([image_noise(i, 0, tuple(images.shape[1:])) for i in range(len(images))])
-    recons, _, _ = decode_all(model, codes, noise, batch_size, {})
+    recons, _, _ = decode_all(model, codes, noise, batch_size, decode)
     return score(originals, recons, None, batch_size)
 
 
@@ -92,9 +92,18 @@ def codec_rows(images: torch.Tensor, bits: int, batch_size: int) -> dict[str, di
     return rows
 
 
+def common_step(runs: list[dict[str, Any]]) -> int:
+    """The largest step every run has a row for."""
+    shared = set.intersection(*({row["step"] for row in run["steps"]} for run in runs))
+    if not shared:
+        raise SystemExit("the runs share no checkpoint step: keep checkpoints at common steps (checkpoint.keep_every)")
+    return max(shared)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
-    """Left: PSNR against steps (one colour per run, one line style per set). Right: PSNR at each run's last
-    step against its number of training photos, the codecs as horizontal lines."""
+    """Left: PSNR against steps (one colour per run, one line style per set). Right: PSNR against the number
+    of training photos at the last step every run kept, so that runs of different lengths compare at equal
+    compute; the codecs as horizontal lines."""
     figure, (by_step, by_photos) = plt.subplots(1, 2, figsize=(14, 5.2))
     styles = dict(zip(SETS, ("-", "--", ":")))
     colours = plt.cm.viridis(np.linspace(0, 0.85, max(1, len(results["runs"]))))
@@ -103,8 +112,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
             points = [(row["step"], row[name]["psnr"]) for row in run["steps"]]
             by_step.plot(*zip(*points), styles[name], color=colour, marker="o", markersize=3,
                          label=f"{run['photos']} photos: {name}")
+    common = common_step(results["runs"])
     for name in SETS:
-        points = sorted((run["photos"], run["steps"][-1][name]["psnr"]) for run in results["runs"])
+        points = sorted((run["photos"], next(row for row in run["steps"] if row["step"] == common)[name]["psnr"])
+                        for run in results["runs"])
         by_photos.plot(*zip(*points), styles[name], color="black", marker="o", label=f"FlowMo, {name}")
     codec_colours = {"thumbnail": "tab:orange", "JPEG scan bytes": "tab:red"}
     for codec, colour in codec_colours.items():
@@ -122,7 +133,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     by_step.legend(fontsize=7, ncol=2)
     by_photos.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     by_step.set_title("generalisation gap over training (lines: runs' sets; flat: codecs)", fontsize=9)
-    by_photos.set_title("at each run's last step", fontsize=9)
+    by_photos.set_title(f"at step {common}, the last step every run kept (train photos: each run's own)", fontsize=9)
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     plt.close(figure)
@@ -140,7 +151,7 @@ def table(results: dict[str, Any]) -> list[str]:
     for codec in ("thumbnail", "JPEG scan bytes"):
         cells = [f"{results['codecs'][s][codec]['psnr']:.2f} / {results['codecs'][s][codec]['ssim']:.3f} "
                  f"({results['codecs'][s][codec]['setting']})" for s in SETS]
-        lines.append(f"| {codec} at {results['bits']} bits | - | " + " | ".join(cells) + " |")
+        lines.append(f"| {codec} at {results['bits']} bits (train photos: all of them) | - | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -152,6 +163,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--eval-crops", type=int, default=4)
     parser.add_argument("--num-images", type=int, default=400, help="crops per set, evenly spaced")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--decode-steps", type=int, default=None,
+                        help="decoder steps of the runs' checkpoints (default: saved with the weights); Stage-1A "
+                             "models peak at 1-2 steps, Stage-1B ones at the grid they were tuned through")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if not args.runs and not args.extra:
@@ -168,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     all_train, _ = crops(args.root, "train", size, args.eval_crops, args.num_images)
     results["codecs"] = {name: codec_rows(images, bits, args.batch_size)
                          for name, images in {"train photos": all_train, **fixed}.items()}
+    run_decode = {} if args.decode_steps is None else {"steps": args.decode_steps, "cfg": 1.0}
+    results["decode_steps"] = args.decode_steps
     for run in args.runs:
         config = OmegaConf.load(run / "config.yaml")
         if config.data.name != "photo_crops":
@@ -178,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         record = {"name": run.name, "photos": photos, "steps": []}
         for step_dir in kept_steps(run):
             model = load_flowmo(step_dir).eval()
-            row = {"step": parse_step(step_dir), **{name: measure(model, images, args.batch_size)
+            row = {"step": parse_step(step_dir), **{name: measure(model, images, args.batch_size, run_decode)
                                                    for name, images in sets.items()}}
             record["steps"].append(row)
             print(f"{run.name} ({photos} photos) step {row['step']}: "
@@ -187,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, path in extras.items():
         model = load_flowmo(path).eval()
         sets = {"train photos": all_train, **fixed}
-        results["extra"][name] = {"path": path, **{s: measure(model, images, args.batch_size)
+        results["extra"][name] = {"path": path, **{s: measure(model, images, args.batch_size, {})
                                                    for s, images in sets.items()}}
     print("\n".join(["", *table(results)]))
     args.out_dir.mkdir(parents=True, exist_ok=True)
