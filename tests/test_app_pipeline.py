@@ -380,7 +380,7 @@ def test_shipped_weights_load_and_match_the_current_code():
     configs = Path(__file__).resolve().parents[1] / "configs"
     models = load_models()
     shipped = {"tokenizer": (models.tokenizer, "digits", "digits_distill"),
-               "photo_tokenizer": (models.extra_tokenizers["photos"], "photos32", "photos_distill")}
+               "photo_tokenizer": (models.extra_tokenizers["photos"], "photos32", "photo_corpus_distill")}
     for folder, (loaded, config_name, distill_experiment) in shipped.items():
         teacher = load_flowmo(DEFAULT_WEIGHTS_DIR / folder)
         meta = json.loads((DEFAULT_WEIGHTS_DIR / folder / "config.json").read_text())

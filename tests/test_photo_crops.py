@@ -133,17 +133,19 @@ def test_crops_per_photo_fills_an_epoch_with_distinct_crops(photo_root):
         PhotoCropsDataset(photo_root / "train", 32, train=True, crops_per_photo=0)
 
 
-def test_eval_crops_with_no_content_are_drawn_again(tmp_path):
-    from imagedata.photo_crops import is_flat
+def test_eval_crops_with_no_content_are_drawn_again(tmp_path, monkeypatch):
+    import imagedata.photo_crops as photo_crops
 
     (tmp_path / "sky").mkdir()
     night = np.zeros((400, 400, 3), np.uint8)
-    night[:40, :40] = np.random.default_rng(0).integers(0, 255, (40, 40, 3))  # one star field in a corner
+    night[:, :200] = np.random.default_rng(0).integers(0, 255, (400, 200, 3))  # stars on the left half only
     Image.fromarray(night).save(tmp_path / "sky" / "night.png")
-    plain = PhotoCropsDataset(tmp_path, 32, train=False, eval_crops=8)
-    crops = [plain[i][0] for i in range(8)]
-    assert not any(is_flat(crop) for crop in crops)
-    assert is_flat(torch.full((3, 8, 8), -1.0)) and not is_flat(torch.rand(3, 8, 8) * 2 - 1)
+    crops = [PhotoCropsDataset(tmp_path, 32, train=False, eval_crops=16)[i][0] for i in range(16)]
+    assert not any(photo_crops.is_flat(crop) for crop in crops)
+    monkeypatch.setattr(photo_crops, "FLAT_REDRAWS", 0)  # the first draws alone: some land in the empty half
+    first = [PhotoCropsDataset(tmp_path, 32, train=False, eval_crops=16)[i][0] for i in range(16)]
+    assert any(photo_crops.is_flat(crop) for crop in first)
+    assert photo_crops.is_flat(torch.full((3, 8, 8), -1.0)) and not photo_crops.is_flat(torch.rand(3, 8, 8) * 2 - 1)
 
 
 def test_data_record_lists_the_corpus_files_behind_the_photos(photo_root, tmp_path):
