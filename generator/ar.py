@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .base import GeneratorModel, LossOutput, register_generator
 from .config import GeneratorConfig
-from .sampling import RandomSource, apply_guidance, sample_top_k_top_p
+from .sampling import RandomSource, apply_guidance, remove_label_smoothing, sample_top_k_top_p
 from .transformer import ClassEmbedding, Transformer, drop_labels, init_weights
 
 
@@ -104,7 +104,8 @@ class ARTransformer(GeneratorModel):
 
         ``num_steps`` is ignored (an AR model always takes N steps; the argument exists so both
         generators share one signature). With ``cfg_scale`` != 1 the conditional and NULL-class
-        rows run stacked in one batch and logits mix as u + s (c - u); then ``top_k`` / ``top_p``
+        rows run stacked in one batch and logits mix as u + s (c - u); then the training's
+        label-smoothing floor is removed (``remove_label_smoothing``), then ``top_k`` / ``top_p``
         filtering and sampling at ``temperature``. Unset options come from ``config.sampling``;
         ``top_k=0`` / ``top_p=1`` switch a saved filter off. ``progress(i, N)`` is called after each token.
         """
@@ -129,6 +130,7 @@ class ARTransformer(GeneratorModel):
             logits = logits.float()
             if guided:
                 logits = apply_guidance(*logits.chunk(2), cfg_scale)
+            logits = remove_label_smoothing(logits, self.config.label_smoothing)
             sampled = sample_top_k_top_p(logits, temperature, top_k, top_p, generator)
             tokens = torch.cat([tokens, sampled[:, None]], dim=1)
             if progress is not None:

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from .base import GeneratorModel, LossOutput, register_generator
 from .config import GeneratorConfig
-from .sampling import (RandomSource, apply_guidance, guidance_scale, masked_after_step, sample_from_logits,
-                       select_to_remask, training_mask)
+from .sampling import (RandomSource, apply_guidance, guidance_scale, masked_after_step, remove_label_smoothing,
+                       sample_from_logits, select_to_remask, training_mask)
 from .transformer import ClassEmbedding, Transformer, drop_labels, init_weights
 
 DEFAULT_STEPS = 12
@@ -78,9 +78,10 @@ class MaskGIT(GeneratorModel):
                  progress: Callable[[int, int], None] | None = None) -> Tensor:
         """Iterative parallel decoding -> token indices (B, N) int64.
 
-        Each of ``num_steps`` steps samples every masked position at ``temperature``, then masks
-        again the least confident ones (log p + annealed ``choice_temperature`` x Gumbel) so that
-        the masked count follows the cosine schedule. Guidance scale per step follows
+        Each of ``num_steps`` steps samples every masked position at ``temperature`` from the
+        distribution without the training's label-smoothing floor (``remove_label_smoothing``), then
+        masks again the least confident ones (log p + annealed ``choice_temperature`` x Gumbel) so
+        that the masked count follows the cosine schedule. Guidance scale per step follows
         ``guidance_schedule`` (constant | linear | cosine, rising from 1 to ``cfg_scale``). Unset
         options come from ``config.sampling`` (steps: DEFAULT_STEPS when that is unset too).
         ``progress(step, num_steps)`` is called after each step.
@@ -97,7 +98,8 @@ class MaskGIT(GeneratorModel):
         masked = torch.ones_like(tokens, dtype=torch.bool)
         for step in range(num_steps):
             scale = guidance_scale(step, num_steps, cfg_scale, guidance_schedule)
-            logits = self.guided_logits(tokens, ids, scale).float()
+            logits = remove_label_smoothing(self.guided_logits(tokens, ids, scale).float(),
+                                            self.config.label_smoothing)
             sampled = torch.where(masked, sample_from_logits(logits, temperature, generator), tokens)
             log_probs = (logits / temperature if temperature > 0 else logits).log_softmax(dim=-1)
             log_confidence = log_probs.gather(-1, sampled[..., None])[..., 0]

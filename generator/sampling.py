@@ -57,6 +57,26 @@ def apply_guidance(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
     return uncond + scale * (cond - uncond)
 
 
+def remove_label_smoothing(logits: Tensor, label_smoothing: float) -> Tensor:
+    """Logits (..., V) of a model trained with label smoothing eps -> logits of the distribution it smoothed.
+
+    Fitted to smoothed targets, a model predicts q = (1 - eps) p + eps / V: every token, however wrong,
+    keeps eps / V, so a draw from q is one of those tokens eps (V - 1) / V of the time (10 % at eps 0.1).
+    MaskGIT needs a mode-seeking choice order or guidance to throw them out again, which makes its samples
+    alike (benchmarks/generator_quality.md). This returns log max(q - eps / V, 0): p up to normalisation,
+    -inf for tokens that sit on the floor. Exact without guidance; under guidance it removes the guided
+    distribution's floor. The most likely token always stays (q_max >= 1 / V > eps / V).
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if label_smoothing == 0.0:
+        return logits
+    floor = label_smoothing / logits.shape[-1]
+    probs = logits.float().softmax(dim=-1)
+    # A token on the floor comes out of softmax a rounding error above it, not at it: 1e-4 of slack.
+    return torch.where(probs > floor * (1 + 1e-4), probs - floor, 0.0).log()
+
+
 def uniform(shape: torch.Size | tuple[int, ...], device: torch.device | str, generator: RandomSource = None) -> Tensor:
     """U[0, 1) of ``shape`` (B, ...); with a list of B generators row b comes from generator b alone."""
     if generator is None or isinstance(generator, torch.Generator):

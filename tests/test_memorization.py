@@ -18,8 +18,9 @@ from PIL import Image
 from generator.gfid import SamplePlan, ShardStore, run_gfid
 from generator.gfid import run as gfid_run
 from generator.memorization import (RealSets, duplicate_threshold, exact_copies, format_memorization,
-                                    load_real_sets, memorization_report, near_duplicate_rate, nearest_distance,
-                                    per_class_subset, rms_distances, thumbnails, within_class_diversity)
+                                    load_real_sets, memorization_report, near_duplicate_rate,
+                                    near_duplicates_beside_real, nearest_distance, per_class_subset, rms_distances,
+                                    thumbnails, within_class_diversity)
 from evaluation.feature_spaces import INCEPTION_LABEL, FeatureSpace
 
 SIZE = 16
@@ -76,6 +77,29 @@ def test_duplicate_threshold_and_diversity_on_known_distances():
     assert torch.bincount(torch.tensor([0, 0, 0, 1, 1, 2])[subset]).tolist() == [2, 2, 1]
     assert subset.tolist() == sorted(subset.tolist()) and torch.equal(subset, per_class_subset(
         torch.tensor([0, 0, 0, 1, 1, 2]), 2, seed=1))
+
+
+def test_near_duplicates_beside_real_uses_one_real_threshold_and_averages_real_draws():
+    # Real: class 0 at 0, 0.1, 5, 9 (closest pair 0.1); class 1 at 20, 20.1, 30, 40.
+    real = torch.tensor([[0.0], [0.1], [5.0], [9.0], [20.0], [20.1], [30.0], [40.0]])
+    real_labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    threshold = duplicate_threshold(real, real_labels)
+    samples = torch.tensor([[1.0], [1.05], [7.0], [50.0], [60.0]])  # one close pair of class 0
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    result = near_duplicates_beside_real(samples, labels, real, real_labels, seed=3, draws=4)
+    assert result["duplicate_threshold"] == threshold and result["real_per_class"] == 3
+    assert result["near_duplicate_rate"] == pytest.approx(2 / 5)
+    # The real rate is the mean over the draws of 3 real items per class, seeds 3..6.
+    draws = [near_duplicate_rate(real[p], real_labels[p], threshold)
+             for p in (per_class_subset(real_labels, 3, seed) for seed in range(3, 7))]
+    assert len(set(draws)) > 1  # the draws differ, so averaging them is what is tested
+    assert result["near_duplicate_rate_real"] == pytest.approx(float(np.mean(draws)))
+    assert near_duplicates_beside_real(samples, labels, real, real_labels, seed=3, draws=1)[
+        "near_duplicate_rate_real"] == pytest.approx(draws[0])
+    with pytest.raises(ValueError, match="same space"):
+        near_duplicates_beside_real(samples.repeat(1, 2), labels, real, real_labels)
+    with pytest.raises(ValueError, match="draws must be >= 1"):
+        near_duplicates_beside_real(samples, labels, real, real_labels, draws=0)
 
 
 @pytest.fixture(scope="module")

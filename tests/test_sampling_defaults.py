@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from generator.ar import ARTransformer
 from generator.base import GeneratorModel
 from generator.config import SamplingDefaults
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = dict(seq_len=8, vocab_size=16, num_classes=3, width=32, depth=1, num_heads=2)
 CLASSES = torch.tensor([0, 1, 2, 1])
 
@@ -110,3 +112,16 @@ def test_invalid_sampling_in_a_saved_config_is_refused_on_load(tmp_path):
     del meta["config"]["sampling"]  # generators saved before sampling defaults existed
     path.write_text(json.dumps(meta))
     assert GeneratorModel.from_pretrained(tmp_path).config.sampling == SamplingDefaults()
+
+
+@pytest.mark.parametrize("name", ["maskgit", "ar"])
+def test_shipped_generators_sample_with_the_settings_of_their_training_config(name):
+    """app/weights/<name>/config.json and configs/generator/digits_<name>.yaml carry one set of sampling defaults
+    (benchmarks/generator_quality.md chose them): a retrained generator then ships with the same."""
+    import yaml
+
+    from runkit.pretrained import CONFIG_FILE
+
+    shipped = json.loads((REPO / "app" / "weights" / name / CONFIG_FILE).read_text())["config"]["sampling"]
+    configured = yaml.safe_load((REPO / "configs" / "generator" / f"digits_{name}.yaml").read_text())["sampling"]
+    assert SamplingDefaults(**shipped) == SamplingDefaults(**configured)
