@@ -11,6 +11,7 @@ dataset yields ``(image (3,S,S) float in [-1,1], label int)`` and exposes ``clas
 from .augment import random_affine
 from .build import build_dataset
 from .digits import DIGIT_NAMES, DigitsDataset
+from .emoji_dataset import EmojiDataset
 from .folder import IMAGE_EXTENSIONS, ImageFolderDataset
 from .imagenet_tar import ImageNetTarDataset, synset_of, write_tar_index
 from .sampling import ResumableSampler, infinite_batches
@@ -21,6 +22,7 @@ __all__ = [
     "ImageFolderDataset",
     "ImageNetTarDataset",
     "DigitsDataset",
+    "EmojiDataset",
     "SubsetDataset",
     "stack_dataset",
     "random_affine",

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from runkit.cli import user_path
 
 from .digits import DigitsDataset
+from .emoji_dataset import EmojiDataset
 from .folder import ImageFolderDataset
 from .imagenet_tar import ImageNetTarDataset
 from .photo_crops import CropSettings, PhotoCropsDataset
@@ -42,7 +43,7 @@ def _optional_int(value) -> int | None:
 
 
 def build_dataset(data_cfg: Mapping, split: str, image_size: int, train: bool) -> Dataset:
-    """The dataset named by ``data_cfg["name"]`` ("imagefolder", "imagenet_tar", "digits", "photo_crops").
+    """The dataset named by ``data_cfg["name"]`` ("imagefolder", "imagenet_tar", "digits", "photo_crops", "emoji").
 
     ``split`` is "train" or "val". Keys per name: imagefolder ``root`` / ``val_root``; photo_crops
     ``root`` (a corpus of ``python -m imagedata.prepare photos``), ``train_split`` / ``val_split``
@@ -51,7 +52,10 @@ def build_dataset(data_cfg: Mapping, split: str, image_size: int, train: bool) -
     (:mod:`imagedata.photo_crops`);
     imagenet_tar ``train_tar``, ``train_index``, ``val_tar``, ``val_index`` and optional
     ``class_index``; all: optional ``subsample`` (N evenly spaced images of the val split),
-    ``max_pixels``, ``hflip`` (random horizontal flips when ``train``).
+    ``max_pixels``, ``hflip`` (random horizontal flips when ``train``);
+    emoji ``root`` (``python -m imagedata.prepare emoji``), ``train_split`` / ``val_split`` (train, val:
+    held-out emoji, test_style: the held-out style), ``styles`` (null: all of the split),
+    ``scale_jitter``, ``shift_jitter`` (:mod:`imagedata.emoji_dataset`).
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -93,9 +97,15 @@ def build_dataset(data_cfg: Mapping, split: str, image_size: int, train: bool) -
                                     package_balance=float(_config_value(data_cfg, "package_balance") or 0.0)
                                     if split == "train" else 0.0,
                                     crops_per_photo=int(_config_value(data_cfg, "crops_per_photo") or 1))
+    elif name == "emoji":
+        styles = _config_value(data_cfg, "styles")
+        dataset = EmojiDataset(_required_path(data_cfg, "root"), str(_config_value(data_cfg, f"{split}_split") or split),
+                               image_size, train, styles=tuple(styles) if styles else None,
+                               scale_jitter=float(_config_value(data_cfg, "scale_jitter") or 0.0),
+                               shift_jitter=float(_config_value(data_cfg, "shift_jitter") or 0.0))
     else:
-        raise ValueError(f"unknown dataset name {name!r}: expected 'imagefolder', 'imagenet_tar', 'digits' or "
-                         "'photo_crops'")
+        raise ValueError(f"unknown dataset name {name!r}: expected 'imagefolder', 'imagenet_tar', 'digits', "
+                         "'photo_crops' or 'emoji'")
     subsample = _config_value(data_cfg, "subsample")
     if subsample is not None and split != "train":
         dataset = SubsetDataset(dataset, int(subsample))

@@ -3,11 +3,14 @@
     python -m imagedata.prepare photos                  # data/photo_corpus from Debian packages
     python -m imagedata.prepare photos --out /data/photos --unseen stellarium-data
     python -m imagedata.prepare scikit-photos           # the 10 bundled photos cut into region-split crops
+    python -m imagedata.prepare emoji                   # data/emoji: Noto, Twemoji, OpenMoji at 72 px
 
 ``photos``: :mod:`imagedata.photo_corpus` (whole photographs from Debian packages, fetched with
 ``apt-get download`` and unpacked with ``dpkg-deb -x``, nothing installed; deduplicated, non-photos
 filtered, split by file, one whole package held out as ``test_unseen``; manifest.json and
-SOURCES.md record every file's package, version, path and licence). ``scikit-photos``:
+SOURCES.md record every file's package, version, path and licence). ``emoji``:
+:mod:`imagedata.emoji` (three styles from Debian, npm and PyPI; classes are Unicode subgroups;
+held-out emoji and a held-out style). ``scikit-photos``:
 :mod:`imagedata.prepare_scikit_photos` (Hydra ``key=value`` options).
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-DATASETS = ("photos", "scikit-photos")
+DATASETS = ("photos", "emoji", "scikit-photos")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
             i = options.index("--out")
             out, options = options[i + 1], options[:i] + options[i + 2:]
         build_photos([out, *options])
+    elif name == "emoji":
+        from .emoji import main as build_emoji
+
+        build_emoji(options)
     else:
         from .prepare_scikit_photos import main as prepare_scikit
 
