@@ -37,7 +37,7 @@ def accuracy(model: FeatureClassifier, images: Tensor, labels: Tensor, batch_siz
 
 def train_classifier(train_images: Tensor, train_labels: Tensor, config: ClassifierConfig, *, steps: int,
                      batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.05, hflip: bool = False,
-                     seed: int = 0, show_progress: bool = True) -> tuple[FeatureClassifier, list[float]]:
+                     seed: int = 0, background: float = -1.0, show_progress: bool = True) -> tuple[FeatureClassifier, list[float]]:
     """AdamW with a cosine schedule on augmented batches; returns the model and its loss per step."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
@@ -50,7 +50,7 @@ def train_classifier(train_images: Tensor, train_labels: Tensor, config: Classif
     model.train()
     for _ in tqdm(range(steps), desc="classifier", disable=not show_progress):
         picks = torch.randint(len(train_labels), (batch_size,), generator=generator)
-        images = random_affine(train_images[picks], generator, hflip=hflip)
+        images = random_affine(train_images[picks], generator, hflip=hflip, fill=background)
         loss = F.cross_entropy(model(images), train_labels[picks], label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -74,7 +74,8 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
                               num_classes=len(train_set.class_names), class_names=list(train_set.class_names))
     model, losses = train_classifier(train_images, train_labels, config, steps=cfg["steps"],
                                      batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                                     hflip=bool(data_cfg.get("hflip")), seed=cfg["seed"])
+                                     hflip=bool(data_cfg.get("hflip")), seed=cfg["seed"],
+                                     background=float(getattr(train_set, "background", -1.0)))
     result = {"train_accuracy": accuracy(model, train_images, train_labels),
               "val_accuracy": accuracy(model, val_images, val_labels),
               "train_images": len(train_labels), "val_images": len(val_labels),

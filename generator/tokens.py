@@ -189,13 +189,14 @@ def tokenize_to_cache(tokenizer: Any, dataset: Dataset, directory: str | os.Path
                                 shuffle=False, num_workers=loader_workers(num_workers))
             shard_indices, shard_labels = [], []
             jitter = torch.Generator().manual_seed(JITTER_SEED + shard)
+            background = float(getattr(dataset, "background", -1.0))
             for images, labels in loader:
                 images = images.to(device)
                 with torch.no_grad():
                     views = [images, images.flip(-1)] if flip else [images]
                     views += [random_affine(images.cpu(), jitter, max_degrees=10.0 * jitter_strength,
-                                            max_scale=0.1 * jitter_strength, max_shift=0.08 * jitter_strength
-                                            ).to(device) for _ in range(jitter_views)]
+                                            max_scale=0.1 * jitter_strength, max_shift=0.08 * jitter_strength,
+                                            fill=background).to(device) for _ in range(jitter_views)]
                     shard_indices.append(torch.stack([tokenizer.tokenize(v).cpu() for v in views], dim=1))
                 shard_labels.append(torch.as_tensor(labels))
                 bar.update(images.shape[0])

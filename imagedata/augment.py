@@ -10,10 +10,13 @@ from torch import Tensor
 
 
 def random_affine(images: Tensor, generator: torch.Generator, max_degrees: float = 10.0,
-                  max_scale: float = 0.1, max_shift: float = 0.08, hflip: bool = False) -> Tensor:
+                  max_scale: float = 0.1, max_shift: float = 0.08, hflip: bool = False,
+                  fill: float = -1.0) -> Tensor:
     """Small random rotation, scale and shift (and optional horizontal flip) per image; (B,3,H,W) -> same.
 
-    Shifts are fractions of the image side; the background fill is -1 (black), as in digits.
+    Shifts are fractions of the image side. Pixels moved in from outside get ``fill``: the dataset's
+    background (its ``background`` attribute: -1 black for digits, +1 white for emoji), so a jittered
+    image shows no border a real one never has.
     """
     batch = images.shape[0]
 
@@ -27,4 +30,4 @@ def random_affine(images: Tensor, generator: torch.Generator, max_degrees: float
     theta = torch.stack([torch.stack([cos * flip, -sin, uniform(2 * max_shift)], 1),
                          torch.stack([sin * flip, cos, uniform(2 * max_shift)], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images + 1.0, grid, align_corners=False, padding_mode="zeros") - 1.0
+    return F.grid_sample(images - fill, grid, align_corners=False, padding_mode="zeros") + fill

@@ -19,6 +19,7 @@ class DigitsDataset(Dataset):
     No crops or flips (a flipped digit is another symbol), so ``train`` changes nothing.
     """
 
+    background = -1.0  # black: what jitter (imagedata.random_affine) fills uncovered pixels with
     skipped = 0  # generated in memory: nothing is ever unreadable
     skipped_files: list[str] = []
 

@@ -10,6 +10,7 @@ dataset (:meth:`~imagedata.skipping.SkippingImageDataset.set_augmentation_epoch`
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,8 @@ class EmojiDataset(SkippingImageDataset):
     ``styles`` restricts the styles read (default: every style of the split). ``class_names`` are the
     manifest's classes (Unicode subgroups, small ones merged), the same list for every split.
     """
+
+    background = 1.0   # white: what jitter (imagedata.random_affine) fills uncovered pixels with
 
     def __init__(self, root: str | os.PathLike, split: str, image_size: int, train: bool, *,
                  styles: tuple[str, ...] | None = None, scale_jitter: float = 0.1, shift_jitter: float = 0.05):
@@ -71,6 +74,8 @@ class EmojiDataset(SkippingImageDataset):
 
     def _padded(self, index: int) -> np.ndarray | None:
         """The emoji on white with a ``pad`` margin, (C+2p, C+2p, 3) uint8, decoded once."""
+        if self._bad[index]:
+            return None
         if index not in self._pixels:
             path = Path(self._describe(index))
             try:
@@ -78,8 +83,6 @@ class EmojiDataset(SkippingImageDataset):
                     rgba = image.convert("RGBA")
             except OSError as error:
                 self._bad[index] = True
-                import warnings
-
                 warnings.warn(f"skipping unreadable emoji image {path}: {error}", RuntimeWarning, stacklevel=3)
                 return None
             side = self.canvas + 2 * self.pad
