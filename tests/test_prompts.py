@@ -132,6 +132,15 @@ def test_repeated_objects_give_one_class(imagenet):
     assert imagenet.classes_for_prompt("a tabby and another tabby") == [281]
 
 
+def test_matches_say_which_alias_matched(imagenet):
+    best = imagenet.match("a photo of a tabby cat")[0]
+    assert best == (281, "tabby", 0.9) and best.matched == ("tabby cat",)
+    assert imagenet.match("mountain lion")[0].matched == ("mountain lion",)
+    matches = imagenet.matches_for_prompt("a golden retriever and a violin on a table")
+    assert [(m.class_id, m.matched) for m in matches] == [(207, ("golden retriever",)), (889, ("violin",))]
+    assert [m.class_id for m in matches] == imagenet.classes_for_prompt("a golden retriever and a violin")
+
+
 # ----------------------------------------------------------------------------- shipped models
 @pytest.mark.parametrize(
     "name, build",

@@ -14,14 +14,22 @@ objects ("a cat and a dog") is split on "and", "or", "plus", "&", "+", ",", ";" 
 each; a part after "with" is kept when it clearly names a class and otherwise read as a
 description ("a car with a roof rack"); scene after a preposition ("on a table") is not an object.
 No class above the threshold raises ``NoMatchError`` naming the closest classes: never a
-silent guess.
+silent guess. Every ``ClassMatch`` says what of the class matched (``matched``): for the emoji
+vocabulary the emoji names ("a cat and a dog" -> animal-mammal, matched "cat", "dog"; see
+``ClassVocabulary.matches_for_prompt``), elsewhere the best alias.
+
+Builtin vocabularies: ``ClassVocabulary.builtin("imagenet" | "digits" | "emoji")``, also chosen
+by ``for_class_names`` when a generator's class names are one of those lists. The emoji classes
+are the emoji dataset's 74 Unicode-subgroup classes; their aliases come from the shipped lexicon
+``generator/vocab/emoji_classes.json`` (emoji names and CLDR keywords), written from
+data/emoji/manifest.json by ``python -m generator.build_vocab classes=emoji emoji_manifest=...``.
 
 Modules: :mod:`.text` (normalising and splitting words), :mod:`.classes` (class lists:
-ImageNet, digits, dataset folders), :mod:`.training` (the subword model and its build record),
+ImageNet, digits, emoji, dataset folders), :mod:`.training` (the subword model and its build record),
 :mod:`.matcher` (scoring classes against prompt words) and :mod:`.vocabulary` (``ClassVocabulary``).
 """
 
-from .classes import ClassEntry
+from .classes import ClassEntry, ClassMember
 from .vocabulary import ClassMatch, ClassVocabulary, NoMatchError, PromptError
 
-__all__ = ["ClassEntry", "ClassMatch", "ClassVocabulary", "NoMatchError", "PromptError"]
+__all__ = ["ClassEntry", "ClassMatch", "ClassMember", "ClassVocabulary", "NoMatchError", "PromptError"]

@@ -28,8 +28,10 @@ class ClassMatcher:
 
     def __init__(self, classes: Sequence[ClassEntry], pieces: spm.SentencePieceProcessor):
         self._pieces = pieces
-        aliases = [(cid, i == 0, class_words(a)) for cid, c in enumerate(classes) for i, a in enumerate(c.aliases)]
-        aliases = [(cid, primary, words) for cid, primary, words in aliases if words]
+        aliases = [(cid, i, class_words(a)) for cid, c in enumerate(classes) for i, a in enumerate(c.aliases)]
+        aliases = [(cid, i, words) for cid, i, words in aliases if words]
+        self._alias_index = np.array([i for _, i, _ in aliases])  # which alias of its class each row is
+        aliases = [(cid, i == 0, words) for cid, i, words in aliases]
         if {cid for cid, _, _ in aliases} != set(range(len(classes))):
             raise ValueError("every class needs an alias with at least one word")
         self._words = sorted({w for _, _, words in aliases for w in words})
@@ -68,7 +70,11 @@ class ClassMatcher:
         self._alias_class = np.array([cid for cid, _, _ in aliases])
         self._class_starts = np.flatnonzero(np.r_[True, np.diff(self._alias_class) != 0])
         splitters = SEPARATORS | OPTIONAL_SEPARATORS | CONTEXT_WORDS
-        self._protected = {words for _, _, words in aliases if splitters.intersection(words)}
+        phrases = {tuple(tokenize(alias)) for c in classes for alias in c.aliases}  # with "," and ";"
+        self._protected = {  # a name that is only a splitter ("plus") does not stop "a cat plus a dog" splitting
+            tokens for tokens in phrases
+            if splitters.intersection(tokens) and not splitters.union((",", ";")).issuperset(tokens)
+        }
         self._class_word_set = frozenset(self._words)
 
     def _piece_bag(self, word: str) -> set[int]:
@@ -112,6 +118,24 @@ class ClassMatcher:
 
     def class_scores(self, words: Sequence[str]) -> np.ndarray:
         """Score in [0, 1] of every class for one mention (a list of prompt words): (num_classes,)."""
+        return self.class_best(self.alias_scores(words))
+
+    def class_best(self, alias_scores: np.ndarray) -> np.ndarray:
+        """Per class the best of its aliases' scores: (num_classes,)."""
+        return np.maximum.reduceat(alias_scores, self._class_starts)
+
+    def best_aliases(self, alias_scores: np.ndarray, class_id: int) -> list[int]:
+        """Which aliases of class ``class_id`` (indices into its ``aliases``) reach its best score, in order;
+        none when nothing of the prompt matches the class at all (score 0)."""
+        start = self._class_starts[class_id]
+        stop = self._class_starts[class_id + 1] if class_id + 1 < len(self._class_starts) else len(alias_scores)
+        scores = alias_scores[start:stop]
+        if scores.max() <= 0:
+            return []
+        return [int(i) for i in self._alias_index[start:stop][scores >= scores.max() - 1e-9]]
+
+    def alias_scores(self, words: Sequence[str]) -> np.ndarray:
+        """Score in [0, 1] of every alias (that has words) for one mention, class by class: (num_aliases,)."""
         similarity = self._word_similarity(words)
         per_alias = similarity[:, self._alias_words]  # (prompt words, aliases, alias words)
         recall = (per_alias.max(axis=0) * self._alias_weights).sum(1) / self._alias_weights.sum(1)
@@ -119,15 +143,15 @@ class ClassMatcher:
         known = similarity[:, :-1].max(axis=1) > 0
         prompt_weights = np.where(known, self._word_idf[best_word], self._word_idf.mean())
         precision = (per_alias.max(axis=2) * prompt_weights[:, None]).sum(0) / prompt_weights.sum()
-        alias_scores = recall**RECALL_EXPONENT * precision ** (1 - RECALL_EXPONENT) * self._alias_factor
-        return np.maximum.reduceat(alias_scores, self._class_starts)
+        return recall**RECALL_EXPONENT * precision ** (1 - RECALL_EXPONENT) * self._alias_factor
 
     def mentions(self, prompt: str) -> list[tuple[list[str], bool]]:
         """Split a prompt into object mentions: (content words, optional), filler removed.
 
         Parts after and/or/plus/,/; are objects; a part after "with" is optional; a part after
         a preposition ("on a table") is scene, not an object, and is dropped unless nothing else
-        is left. Class names that contain such words ("black and gold garden spider") stay whole.
+        is left. Class names that contain such words or commas ("black and gold garden spider",
+        "family: man, woman, boy") stay whole; a name that is only such a word ("plus") does not.
         """
         tokens = tokenize(prompt)
         protected = np.zeros(len(tokens), dtype=bool)

@@ -16,6 +16,7 @@ PROMPT_FILLER = frozenset(
     my your our his her its their this that these those there here it they i me we you
     is are was be being showing show shows depicting generate create draw make give want see please
     like very just to for
+    emoji emoticon icon sticker
     """.split()
 )
 SEPARATORS = frozenset({"and", "or", "plus", ",", ";"})

@@ -58,12 +58,24 @@ class VocabSettings:
 BUILTIN_SETTINGS = {
     "imagenet": VocabSettings(vocab_size=2000),
     "digits": VocabSettings(vocab_size=48),
+    "emoji": VocabSettings(vocab_size=2000),
 }
 
 
 def classes_digest(classes: Sequence[ClassEntry]) -> str:
     """sha256 of a class list (ids, names, aliases)."""
     payload = json.dumps([[c.name, *c.aliases] for c in classes], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def member_rows(classes: Sequence[ClassEntry]) -> list[list[list[str]]]:
+    """Per class its members as ``[text, name, *keywords]`` rows (the record's "members")."""
+    return [[[m.text, m.name, *m.keywords] for m in c.members] for c in classes]
+
+
+def members_digest(classes: Sequence[ClassEntry]) -> str:
+    """sha256 of the classes' members (what a match reports; not part of training)."""
+    payload = json.dumps(member_rows(classes), ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -102,9 +114,13 @@ def train_piece_model(classes: Sequence[ClassEntry], settings: VocabSettings) ->
 
 
 def build_record(name: str, classes: Sequence[ClassEntry], settings: VocabSettings, model_proto: bytes) -> dict:
-    """The JSON written beside a .model: the class list and everything needed to rebuild it."""
+    """The JSON written beside a .model: the class list and everything needed to rebuild it.
+
+    Classes with members (emoji) add "members" (per class ``[text, name, *keywords]`` rows) and
+    "members_sha256"; the model and classes_sha256 do not depend on them.
+    """
     text = "\n".join(training_sentences(classes))
-    return {
+    record = {
         "format_version": FORMAT_VERSION,
         "name": name,
         "classes_sha256": classes_digest(classes),
@@ -114,6 +130,10 @@ def build_record(name: str, classes: Sequence[ClassEntry], settings: VocabSettin
         "model_sha256": hashlib.sha256(model_proto).hexdigest(),
         "classes": [[c.name, *c.aliases] for c in classes],
     }
+    if any(c.members for c in classes):
+        record["members_sha256"] = members_digest(classes)
+        record["members"] = member_rows(classes)
+    return record
 
 
 def cache_key(classes: Sequence[ClassEntry], settings: VocabSettings) -> str:

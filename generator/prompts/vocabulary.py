@@ -2,7 +2,8 @@
 
 Built from the shipped models (``builtin``), a dataset's class names (``for_class_names``, trained
 on the fly and cached) or files written by ``save``. Every answer is a ranked list or ids above a
-threshold; below it ``NoMatchError`` names the closest classes.
+threshold; below it ``NoMatchError`` names the closest classes. Each ``ClassMatch`` also says what
+of the class matched (``matched``: the emoji names of an emoji class, else the alias).
 """
 
 from __future__ import annotations
@@ -19,29 +20,54 @@ import sentencepiece as spm
 
 from runkit.fileio import atomic_write
 
-from .classes import VOCAB_DIR, ClassEntry, classes_from_names, digits_classes, imagenet_wordnet
+from .classes import (EMOJI_LEXICON_FILE, VOCAB_DIR, ClassEntry, ClassMember, classes_from_names, digits_classes,
+                      emoji_class_names, imagenet_wordnet)
 from .matcher import ClassMatcher
 from .text import tokenize
-from .training import (FORMAT_VERSION, VocabSettings, build_record, cache_key, classes_digest,
+from .training import (FORMAT_VERSION, VocabSettings, build_record, cache_key, classes_digest, members_digest,
                        train_piece_model)
 
-BUILTIN_VOCABULARIES = ("imagenet", "digits")
+BUILTIN_VOCABULARIES = ("imagenet", "digits", "emoji")
 MAX_PROMPT_CHARS = 1000
 DEFAULT_THRESHOLD = 0.3
 OPTIONAL_THRESHOLD = 0.75  # a part after "with" must clearly name a class to add one
 # Hints name classes of the vocabulary at hand: for ImageNet a golden retriever and a tabby cat,
 # for digits the README's "a seven and a three"; the first pair that exists is used.
 EXAMPLE_CLASS_IDS = ((207, 281), (7, 3), (0, 1))
+# Vocabularies whose class names are not things to draw have an example prompt of their own.
+EXAMPLE_PROMPTS = {"emoji": "a cat and a pizza"}
 
 
 class PromptError(ValueError):
     """The prompt is not a usable string: not a str, empty, or too long."""
 
 
-class ClassMatch(NamedTuple):
+class _RankedClass(NamedTuple):
     class_id: int
     name: str
     score: float  # in [0, 1]; 1 = the prompt is exactly a name of the class
+
+
+class ClassMatch(_RankedClass):
+    """A class a prompt matches: the tuple ``(class_id, name, score)`` plus ``matched``.
+
+    ``matched`` says what of the class the prompt named: for a class of named members (an emoji
+    class) the members' names ("cat"; "cat", "dog" for "a cat and a dog"), otherwise the class
+    aliases that scored best ("tabby cat"). It is an attribute, not a tuple field, so a
+    ``ClassMatch`` still unpacks and compares as ``(class_id, name, score)``; ``_replace`` and
+    ``_make`` give ``matched=()``.
+    """
+
+    matched: tuple[str, ...] = ()
+
+    def __new__(cls, class_id: int, name: str, score: float, matched: Sequence[str] = ()):
+        self = super().__new__(cls, class_id, name, score)
+        self.matched = tuple(matched)
+        return self
+
+    def __repr__(self) -> str:
+        return (f"ClassMatch(class_id={self.class_id!r}, name={self.name!r}, score={self.score!r}, "
+                f"matched={self.matched!r})")
 
 
 class NoMatchError(ValueError):
@@ -59,7 +85,7 @@ class NoMatchError(ValueError):
 class ClassVocabulary:
     """A class list + its subword model; maps free-text prompts to class ids.
 
-    Build with ``ClassVocabulary.builtin("imagenet"|"digits")``, ``for_class_names(names,
+    Build with ``ClassVocabulary.builtin("imagenet"|"digits"|"emoji")``, ``for_class_names(names,
     cache_dir)`` or ``load(path.model)``. ``threshold`` is the default minimum score in [0, 1].
     """
 
@@ -85,7 +111,7 @@ class ClassVocabulary:
     # ---------------------------------------------------------------- constructors
     @classmethod
     def builtin(cls, name: str) -> "ClassVocabulary":
-        """The shipped vocabulary "imagenet" (1,000 classes) or "digits" (0-9)."""
+        """The shipped vocabulary "imagenet" (1,000 classes), "digits" (0-9) or "emoji" (the emoji dataset's 74)."""
         if name not in BUILTIN_VOCABULARIES:
             raise ValueError(f"unknown builtin vocabulary {name!r}; choose one of {BUILTIN_VOCABULARIES}")
         return _load_builtin(name)
@@ -99,9 +125,10 @@ class ClassVocabulary:
     ) -> "ClassVocabulary":
         """The vocabulary of a dataset's class names, e.g. ImageFolder folders in class-id order.
 
-        The ImageNet and digits class lists (torchvision names, WordNet ids, "0".."9",
-        "zero".."nine") give the shipped vocabularies. Others get a subword model trained on
-        the fly (about a second), cached as ``class_vocab-<hash>.model/.json`` in ``cache_dir``.
+        The ImageNet, digits and emoji class lists (torchvision names, WordNet ids, "0".."9",
+        "zero".."nine", the emoji dataset's 74 subgroup classes) give the shipped vocabularies.
+        Others get a subword model trained on the fly (about a second), cached as
+        ``class_vocab-<hash>.model/.json`` in ``cache_dir``.
         """
         classes = classes_from_names(names, synset_names)
         builtin = _builtin_for(list(names))
@@ -136,9 +163,17 @@ class ClassVocabulary:
                              f"{FORMAT_VERSION}; rebuild it")
         if hashlib.sha256(proto).hexdigest() != record["model_sha256"]:
             raise ValueError(f"{model_path} does not match the model_sha256 in {record_path}; rebuild it")
-        classes = [ClassEntry(row[0], tuple(row[1:])) for row in record["classes"]]
+        members = record.get("members") or [[] for _ in record["classes"]]
+        if len(members) != len(record["classes"]):
+            raise ValueError(f"{record_path} lists members for {len(members)} of {len(record['classes'])} classes")
+        classes = [
+            ClassEntry(row[0], tuple(row[1:]), tuple(ClassMember(m[1], m[0], tuple(m[2:])) for m in rows))
+            for row, rows in zip(record["classes"], members)
+        ]
         if classes_digest(classes) != record["classes_sha256"]:
             raise ValueError(f"the class list in {record_path} does not match its classes_sha256")
+        if "members" in record and members_digest(classes) != record.get("members_sha256"):
+            raise ValueError(f"the members in {record_path} do not match its members_sha256")
         settings = {k: record["settings"][k] for k in ("vocab_size", "max_piece_length")}
         return cls(classes, proto, name=record["name"], settings=VocabSettings(**settings), threshold=threshold)
 
@@ -171,6 +206,8 @@ class ClassVocabulary:
     @property
     def example_prompt(self) -> str:
         """A prompt naming two of these classes, for hints and messages ("a seven and a three")."""
+        if self.name in EXAMPLE_PROMPTS:
+            return EXAMPLE_PROMPTS[self.name]
         ids = next((pair for pair in EXAMPLE_CLASS_IDS if max(pair) < len(self.classes)), (0,))
         names = dict.fromkeys(self.classes[i].name for i in ids)  # one class: named once
         return " and ".join(f"{'an' if name[:1] in 'aeiou' else 'a'} {name}" for name in names)
@@ -192,8 +229,8 @@ class ClassVocabulary:
         parts = [words for words, _ in self._matcher.mentions(_check_prompt(prompt, self.example_prompt))]
         if not parts:
             raise NoMatchError(prompt, [], threshold, "it has no words that could name a class")
-        scores = np.max([self._matcher.class_scores(words) for words in parts], axis=0)
-        best = self._ranked(scores, top_k)
+        alias_scores = np.max([self._matcher.alias_scores(words) for words in parts], axis=0)
+        best = self._ranked(alias_scores, top_k)
         if best[0].score < threshold:
             raise NoMatchError(prompt, best, threshold)
         return best
@@ -207,26 +244,47 @@ class ClassVocabulary:
         describes rather than names an object; scene after a preposition ("on a table") is
         not an object.
         """
+        return [m.class_id for m in self.matches_for_prompt(prompt, threshold)]
+
+    def matches_for_prompt(self, prompt: str, threshold: float | None = None) -> list[ClassMatch]:
+        """``classes_for_prompt`` as matches: one per class, in order, each with what it matched.
+
+        Objects that land in one class give one match listing them all: with the emoji
+        vocabulary "a cat and a dog" -> [animal-mammal, matched ("cat", "dog")]; its score is
+        the lowest of theirs.
+        """
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
         mentions = self._matcher.mentions(_check_prompt(prompt, self.example_prompt))
         if not mentions:
             raise NoMatchError(prompt, [], threshold, "it has no words that could name a class")
-        class_ids: list[int] = []
+        found: dict[int, ClassMatch] = {}
         for words, optional in mentions:
-            scores = self._matcher.class_scores(words)
+            alias_scores = self._matcher.alias_scores(words)
+            scores = self._matcher.class_best(alias_scores)
             best = int(np.argmax(scores))
             if scores[best] >= (max(threshold, OPTIONAL_THRESHOLD) if optional else threshold):
-                if best not in class_ids:
-                    class_ids.append(best)
+                match = self._class_match(best, alias_scores, scores[best])
+                if best in found:
+                    before = found[best]
+                    match = ClassMatch(best, match.name, min(before.score, match.score),
+                                       dict.fromkeys(before.matched + match.matched))
+                found[best] = match
             elif not optional:
-                raise NoMatchError(" ".join(words), self._ranked(scores, 5), threshold)
-        if not class_ids:
+                raise NoMatchError(" ".join(words), self._ranked(alias_scores, 5), threshold)
+        if not found:
             raise NoMatchError(prompt, self.match(prompt, 5, threshold=0.0), threshold)
-        return class_ids
+        return list(found.values())
 
-    def _ranked(self, scores: np.ndarray, top_k: int) -> list[ClassMatch]:
+    def _class_match(self, class_id: int, alias_scores: np.ndarray, score: float) -> ClassMatch:
+        entry = self.classes[class_id]
+        matched = [name for i in self._matcher.best_aliases(alias_scores, class_id)
+                   for name in entry.matched_names(entry.aliases[i])]
+        return ClassMatch(class_id, entry.name, round(float(score), 4), dict.fromkeys(matched))
+
+    def _ranked(self, alias_scores: np.ndarray, top_k: int) -> list[ClassMatch]:
+        scores = self._matcher.class_best(alias_scores)
         order = np.lexsort((np.arange(len(scores)), -scores))[:top_k]
-        return [ClassMatch(int(i), self.classes[i].name, round(float(scores[i]), 4)) for i in order]
+        return [self._class_match(int(i), alias_scores, scores[i]) for i in order]
 
 
 def _check_prompt(prompt: object, example: str) -> str:
@@ -252,6 +310,8 @@ def _load_builtin(name: str) -> ClassVocabulary:
 
 def _builtin_for(names: list[str]) -> ClassVocabulary | None:
     """The shipped vocabulary whose class list these names spell, if any."""
+    if EMOJI_LEXICON_FILE.exists() and tuple(names) == emoji_class_names():
+        return _load_builtin("emoji")
     if len(names) == 10:
         digits = [c.name for c in digits_classes()]
         if names in (digits, [str(d) for d in range(10)]):
