@@ -20,6 +20,7 @@ def _optional_path(value: str | bool | None) -> str | bool | None:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="app")
 def main(cfg: DictConfig) -> None:
     # Heavy imports after argument parsing so `--help` and typos answer at once.
+    from .domains import domains_from_mapping
     from .limits import DemoLimits
     from .models import DEFAULT_WEIGHTS_DIR
     from .pipeline import DemoPipeline
@@ -38,7 +39,8 @@ def main(cfg: DictConfig) -> None:
         features=cfg.evaluate.features, feature_classifier=_path(cfg.evaluate.feature_classifier),
         eval_reference=_path(cfg.evaluate.reference), eval_reference_split=cfg.evaluate.reference_split,
         eval_max_reference_images=cfg.evaluate.max_reference_images, work_dir=_path(cfg.work_dir),
-        model_dirs=model_dirs)
+        model_dirs=model_dirs, domain=str(cfg.domain),
+        domains=domains_from_mapping(OmegaConf.to_container(cfg.domains, resolve=True)))
     pipeline = DemoPipeline.load(
         _path(cfg.tokenizer.checkpoint), cfg.tokenizer.preset, _path(cfg.generator.maskgit), _path(cfg.generator.ar),
         photo_tokenizer=_optional_path(cfg.tokenizer.photo_checkpoint),

@@ -1,7 +1,8 @@
 """The Evaluate tab: a small gFID run (FID, IS, precision/recall, memorization) through the project's harness.
 
-The feature space and the real reference default to the digits' own when the digits models are
-loaded; other classes need a configured reference.
+The feature space and the real reference default to the domain's own (:mod:`app.domains`): the
+digits or emoji metric classifier's features (Inception-v3 where the domain has none) and the
+held-out split of its dataset; models loaded from checkpoints need a configured reference.
 """
 
 from __future__ import annotations
@@ -119,24 +120,77 @@ def _report_table(report: Any, title: str) -> tuple[list[list[str]], Image.Image
     return rows, plot
 
 
+def _domain(models: LoadedModels, settings: DemoSettings) -> Any:
+    """The DomainSpec of an embedded set, None for models loaded from checkpoints."""
+    return settings.domains.get(models.domain) if models.domain else None
+
+
+def _classifier(models: LoadedModels, settings: DemoSettings) -> str | None:
+    """The configured classifier; else the domain's (in its weights dir, else the shipped one), the shipped
+    digits classifier for digit generators loaded from checkpoints, else None (Inception-v3)."""
+    if settings.feature_classifier is not None:
+        return settings.feature_classifier
+    spec = _domain(models, settings)
+    if spec is not None:
+        path = (spec.classifier_dir(models.weights_dir or DEFAULT_WEIGHTS_DIR)
+                or spec.classifier_dir(DEFAULT_WEIGHTS_DIR))
+        return str(path) if path is not None else None
+    if models.class_names == DIGIT_NAMES:
+        return str(DEFAULT_WEIGHTS_DIR / DIGITS_CLASSIFIER_DIR)
+    return None
+
+
 def _features(models: LoadedModels, settings: DemoSettings) -> Any:
-    """The configured classifier, the embedded digits classifier for digits models, else Inception-v3."""
+    """The configured classifier, the domain's classifier (digits, emoji), else Inception-v3."""
     from evaluation.feature_spaces import resolve_feature_space
 
-    classifier = settings.feature_classifier
-    if classifier is None and models.class_names == DIGIT_NAMES:
-        classifier = str(DEFAULT_WEIGHTS_DIR / DIGITS_CLASSIFIER_DIR)
-    return resolve_feature_space(settings.features, classifier=classifier,
+    return resolve_feature_space(settings.features, classifier=_classifier(models, settings),
                                  inception_weights=settings.inception_weights,
                                  allow_random=settings.allow_random_inception)
 
 
 def _reference(models: LoadedModels, settings: DemoSettings) -> str | dict[str, Any]:
-    """The configured reference, or the digits dataset when the loaded classes are the digits."""
+    """The configured reference, else the domain's dataset (checked present: ``python -m imagedata.prepare
+    emoji`` builds data/emoji), or the digits dataset for digit generators loaded from checkpoints."""
     reference = settings.eval_reference
     if reference not in (None, ""):
         return reference
+    spec = _domain(models, settings)
+    if spec is not None:
+        return spec.reference_data()
     if models.class_names == DIGIT_NAMES:
         return {"name": "digits"}
     raise ValueError("no gFID reference configured for these classes: set evaluate.reference=<folder of "
                      "real images or an .npz with mu/sigma, e.g. the ADM ImageNet reference batch>")
+
+
+def evaluation_plan(models: LoadedModels, settings: DemoSettings) -> str:
+    """One line for the Evaluate tab: the feature space and the reference a run of these models would use,
+    or why it cannot run (no generator, no reference data)."""
+    if not models.generators:
+        return "Load a generator to evaluate."
+    classifier = _classifier(models, settings) if settings.features != "inception" else None
+    if classifier is not None:
+        try:  # the name its metrics carry: "gFID (<name> classifier features)"
+            import json
+
+            label = f"{json.loads((Path(classifier) / 'config.json').read_text())['name']} classifier features"
+        except (OSError, ValueError, KeyError):  # the run itself reports a broken classifier; this only names it
+            label = f"classifier {Path(classifier).name}"
+        space = f"the **{label}** (`{classifier}`)"
+    elif settings.features == "classifier":
+        space = "a classifier's features: set `evaluate.feature_classifier=`"
+    else:
+        space = ("Inception-v3 features" if settings.inception_weights else
+                 "Inception-v3 features, UNCALIBRATED without `evaluate.inception_weights=`")
+    try:
+        reference = _reference(models, settings)
+    except ValueError as error:
+        spec = _domain(models, settings)
+        return f"{spec.label + ' models' if spec is not None else 'These models'}: ⚠ {error}"
+    if isinstance(reference, dict):
+        where = f" of `{reference['root']}`" if reference.get("root") else ""
+        reference = f"the `{settings.eval_reference_split}` split of the {reference.get('name')} dataset{where}"
+    else:
+        reference = f"`{reference}`"
+    return f"Samples are scored in {space} against {reference}."

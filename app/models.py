@@ -1,8 +1,9 @@
 """The demo's model set: where the weights live, loading one consistent set, and naming what is loaded.
 
-The embedded digits models in ``app/weights/`` load by default, or any checkpoint a user points
-at. An extra photo tokenizer (``app/weights/photo_tokenizer/`` when it is there) is offered for
-reconstruction only: no generator was trained on its tokens. Where an embedded tokenizer has a
+The embedded models in ``app/weights/`` load by default, one set per domain (:mod:`app.domains`:
+digits, emoji), or any checkpoint a user points at. An extra photo tokenizer
+(``app/weights/photo_tokenizer/`` when it is there) is offered for reconstruction only: no
+generator was trained on its tokens. Where an embedded tokenizer has a
 distilled few-step version beside it (``<name>_distilled/``: same encoder, same tokens, a decoder
 trained to sample in 1-2 network evaluations), the demo loads that one.
 """
@@ -12,18 +13,18 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from imagedata import DIGIT_NAMES
 
+from .domains import DomainSpec, domain_unavailable_message, embedded_tokenizer_dir
 from .settings import DemoSettings
 
 APP_DIR = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS_DIR = APP_DIR / "weights"
 PHOTO_TOKENIZER_DIR = "photo_tokenizer"  # the embedded photo tokenizer, under the weights dir
-DISTILLED_SUFFIX = "_distilled"  # <tokenizer dir>_distilled: its few-step student (stage=distill)
 DIGITS_CLASSIFIER_DIR = "digits_classifier"  # the metric classifier of the digits data, under the weights dir
 EXAMPLES_DIR = APP_DIR / "examples"
 
@@ -39,12 +40,16 @@ class TokenizerDomain:
     hint: str  # what to upload; {size} is the tokenizer's resolution
 
 
-# The API name of a loaded tokenizer is its domain: "digits" (the embedded main tokenizer),
-# "photos" (the extra photo tokenizer) or "images" (a main tokenizer loaded from a checkpoint).
+# The API name of a loaded tokenizer is its domain: "digits" / "emoji" (an embedded domain's tokenizer,
+# app.domains), "photos" (the extra photo tokenizer) or "images" (a main tokenizer loaded from a checkpoint).
 TOKENIZER_DOMAINS = {
     "digits": TokenizerDomain("Digits tokenizer", "digit_*.png",
                               "A handwritten digit, light on dark like scikit-learn's digits; it is centre-cropped "
                               "and shrunk to {size}×{size} px. This tokenizer cannot represent photos."),
+    "emoji": TokenizerDomain("Emoji tokenizer", "emoji_*.png",
+                             "One emoji on a white (or transparent) background, drawn in any style; it is "
+                             "centre-cropped and shrunk to {size}×{size} px. The examples are emoji and styles the "
+                             "tokenizer never trained on (held-out emoji of Noto and Twemoji, and OpenMoji)."),
     "photos": TokenizerDomain("Photo tokenizer", "photo_*.png",
                               "A colour photo; it is centre-cropped and shrunk to {size}×{size} px, so one object "
                               "or a detail works best, like the examples: cuts from photographs of a source the "
@@ -52,6 +57,15 @@ TOKENIZER_DOMAINS = {
     "images": TokenizerDomain("Loaded tokenizer", "photo_*.png",
                               "Any image; it is centre-cropped and resized to {size}×{size} px."),
 }
+
+
+def tokenizer_domain(name: str) -> TokenizerDomain:
+    """How the UI presents a tokenizer of this API name (a configured domain not listed: generic texts)."""
+    if name in TOKENIZER_DOMAINS:
+        return TOKENIZER_DOMAINS[name]
+    return TokenizerDomain(f"{name.capitalize()} tokenizer", f"{name}_*.png",
+                           "An image like the ones it was trained on; it is centre-cropped and resized to "
+                           "{size}×{size} px.")
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,8 @@ class LoadedModels:
     extra_tokenizers: dict[str, Any] = field(default_factory=dict)  # "photos" -> FlowMo, reconstruction only
     extra_tokenizer_sources: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # shown in the status line: e.g. a generator trained on another tokenizer
+    domain: str | None = None  # the embedded domain this set is (app.domains); None: loaded from checkpoints
+    weights_dir: str | None = None  # where an embedded set came from (the other domains load from there too)
 
     @property
     def num_classes(self) -> int:
@@ -94,9 +110,9 @@ class LoadedModels:
             return self.tokenizer_name
         key = str(tokenizer).strip().lower()
         for name in self.tokenizers:
-            if key in (name, TOKENIZER_DOMAINS[name].label.lower()):
+            if key in (name, tokenizer_domain(name).label.lower()):
                 return name
-        loaded = ", ".join(f"{name!r} ({TOKENIZER_DOMAINS[name].label})" for name in self.tokenizers)
+        loaded = ", ".join(f"{name!r} ({tokenizer_domain(name).label})" for name in self.tokenizers)
         raise ValueError(f"tokenizer {tokenizer!r} is not loaded; loaded: {loaded}")
 
     def generator_defaults(self, generator: str) -> tuple[int, float, float]:
@@ -115,28 +131,24 @@ class TokenizerChoice:
     examples: list[str]  # image paths in its domain
     decode_steps: int  # its saved sampler defaults (config.decode)
     decode_cfg: float
+    num_indices: int = 0  # tokens per image (the Tokens tab's span range)
 
 
 def tokenizer_choice(models: LoadedModels, tokenizer: str | None = None) -> TokenizerChoice:
     """A loaded tokenizer (API name or label; None: the main one) with its examples and decoder defaults."""
     name = models.resolve_tokenizer(tokenizer)
     model = models.tokenizers[name]
-    domain = TOKENIZER_DOMAINS[name]
+    domain = tokenizer_domain(name)
     defaults = model.config.decode
     return TokenizerChoice(name=name, label=domain.label, hint=domain.hint.format(size=model.config.image_size),
                            examples=sorted(str(p) for p in EXAMPLES_DIR.glob(domain.examples)),
-                           decode_steps=defaults.steps, decode_cfg=defaults.cfg)
+                           decode_steps=defaults.steps, decode_cfg=defaults.cfg,
+                           num_indices=model.config.num_indices)
 
 
 def evaluations_text(count: int) -> str:
     """'1 network evaluation' / '4 network evaluations': a decode's cost in words."""
     return f"{count} network evaluation{'' if count == 1 else 's'}"
-
-
-def embedded_tokenizer_dir(weights_dir: Path, name: str) -> Path:
-    """``weights_dir/name``, or its distilled few-step version ``name_distilled`` when that is there."""
-    distilled = weights_dir / f"{name}{DISTILLED_SUFFIX}"
-    return distilled if distilled.is_dir() else weights_dir / name
 
 
 def _load_tokenizer(path: str | Path, preset: str | None, device: torch.device, dtype: torch.dtype,
@@ -172,26 +184,35 @@ def _load_generator(path: str | Path, slot: str, tokenizer, device: torch.device
 def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | None = None,
                 maskgit: str | Path | None = None, ar: str | Path | None = None, *,
                 photo_tokenizer: str | Path | bool | None = None, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
-                settings: DemoSettings | None = None) -> LoadedModels:
+                settings: DemoSettings | None = None, domain: str | None = None,
+                domains: Mapping[str, DomainSpec] | None = None) -> LoadedModels:
     """Load a tokenizer, up to two generators and the extra photo tokenizer.
 
-    With no tokenizer path, everything comes from ``weights_dir`` (the embedded digits
-    models: ``tokenizer/``, ``maskgit/``, ``ar/``). With a tokenizer path, only the generators
+    With no tokenizer path, everything comes from ``weights_dir``: the embedded models of ``domain``
+    (default ``settings.domain``, "digits": ``tokenizer/``, ``maskgit/``, ``ar/``; "emoji":
+    ``emoji_tokenizer/``, ...; :mod:`app.domains`). With a tokenizer path, only the generators
     given are loaded; none is fine (Reconstruct and Tokens still work). ``photo_tokenizer``:
     None loads ``weights_dir/photo_tokenizer`` when it exists, a path loads that, False none.
     """
     settings = settings or DemoSettings()
+    domains = settings.domains if domains is None else domains
     device, dtype = settings.torch_device(), settings.torch_dtype()
     weights_dir = Path(weights_dir)
     sources: dict[str, str | Path] = {}
     embedded = tokenizer in (None, "")
+    domain = (domain or settings.domain) if embedded else None
     if embedded:
-        tokenizer = embedded_tokenizer_dir(weights_dir, "tokenizer")
+        if domain not in domains:
+            raise ValueError(domain_unavailable_message(domain, weights_dir, domains))
+        spec = domains[domain]
+        tokenizer = spec.tokenizer_dir(weights_dir)
         if not tokenizer.is_dir():
-            raise FileNotFoundError(f"embedded demo weights not found: {tokenizer} is missing. Point the demo at "
-                                    "your models (tokenizer.checkpoint=... generator.maskgit=... generator.ar=...)")
+            raise FileNotFoundError(f"embedded demo weights not found: {tokenizer} is missing "
+                                    f"({domain_unavailable_message(domain, weights_dir, domains)}). Point the demo "
+                                    "at your models (tokenizer.checkpoint=... generator.maskgit=... generator.ar=...)")
         if maskgit in (None, "") and ar in (None, ""):
-            sources = {slot: weights_dir / slot for slot in GENERATOR_LABELS if (weights_dir / slot).is_dir()}
+            sources = {slot: weights_dir / folder for slot, folder in spec.generators.items()
+                       if (weights_dir / folder).is_dir()}
     for slot, path in (("maskgit", maskgit), ("ar", ar)):
         if path not in (None, ""):
             sources[slot] = path
@@ -216,13 +237,17 @@ def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | Non
         extra_sources["photos"] = photo_tokenizer
     extras = {name: _load_tokenizer(path, None, device, dtype, option="tokenizer.photo_checkpoint=<dir> or false")
               for name, path in extra_sources.items()}
-    # Digit generators were trained on a digits tokenizer's tokens, so theirs is one too.
-    name = "digits" if embedded or class_names == DIGIT_NAMES else "images"
+    # An embedded set's tokenizer is named after its domain; digit generators were trained on a digits
+    # tokenizer's tokens, so theirs is one too.
+    name = domain if embedded else "digits" if class_names == DIGIT_NAMES else "images"
+    # A set is a domain's only when every model is the domain's own: with generators given by path it stands alone.
+    whole = embedded and maskgit in (None, "") and ar in (None, "")
     return LoadedModels(tokenizer=flowmo, tokenizer_source=str(tokenizer), generators=generators,
                         generator_sources={slot: str(path) for slot, path in sources.items()},
                         class_names=class_names, tokenizer_name=name, extra_tokenizers=extras,
                         extra_tokenizer_sources={name: str(path) for name, path in extra_sources.items()},
-                        warnings=tuple(mismatches))
+                        warnings=tuple(mismatches), domain=domain if whole else None,
+                        weights_dir=str(weights_dir) if whole else None)
 
 
 def _count_parameters(model: torch.nn.Module) -> int:
@@ -235,7 +260,7 @@ def status_line(models: LoadedModels, settings: DemoSettings) -> str:
     parts = [f"device {settings.torch_device()} · {settings.dtype}"]
     for name, model in models.tokenizers.items():
         tok = model.config
-        parts.append(f"{TOKENIZER_DOMAINS[name].label} {_count_parameters(model) / 1e6:.2f}M params "
+        parts.append(f"{tokenizer_domain(name).label} {_count_parameters(model) / 1e6:.2f}M params "
                      f"({sources[name]}): {tok.image_size}px, {tok.num_indices} tokens × vocab {tok.vocab_size}, "
                      f"{tok.bits_per_pixel:.4f} BPP, decodes in {evaluations_text(model.decode_evaluations())}")
     for slot, model in models.generators.items():

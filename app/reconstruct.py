@@ -15,7 +15,7 @@ from generator.pipeline import Pipeline
 from .checks import check_decode, check_seed, image_tensor
 from .decoding import ProgressFn, within
 from .limits import DemoLimits
-from .models import TOKENIZER_DOMAINS, LoadedModels, evaluations_text
+from .models import LoadedModels, evaluations_text, tokenizer_domain
 from .settings import DemoSettings
 from .visualize import for_display, token_map
 
@@ -109,5 +109,5 @@ def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable
         comparison=make_grid_image(for_display(torch.cat([original, recon])), nrow=2,
                                    labels=["original", "reconstruction"]),
         token_map=token_map(flowmo, indices, 1, ["tokens"]),
-        tokenizer=TOKENIZER_DOMAINS[name].label, decode_steps=decode_steps, decode_cfg=decode_cfg,
+        tokenizer=tokenizer_domain(name).label, decode_steps=decode_steps, decode_cfg=decode_cfg,
         decode_ms=decode_ms, decode_evaluations=flowmo.decode_evaluations(decode_steps, decode_cfg), notes=notes)

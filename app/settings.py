@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 
 from runkit.cli import resolve_device
 
+from .domains import DEFAULT_DOMAINS, DomainSpec
 from .limits import DemoLimits
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -27,14 +29,16 @@ class DemoSettings:
     inception_weights: str | None = None  # torch-fidelity Inception .pth for gFID
     allow_random_inception: bool = True  # without a classifier or weights: random Inception, numbers UNCALIBRATED
     # Evaluate's feature space (auto | inception | classifier) and classifier directory; auto with no
-    # directory: the embedded digits classifier when digits models are loaded, else Inception-v3
+    # directory: the domain's classifier (digits, emoji) when it is there, else Inception-v3
     features: str = "auto"
     feature_classifier: str | None = None
-    eval_reference: str | None = None  # folder of real images or reference-statistics .npz; None: digits
-    eval_reference_split: str = "val"  # split of a dataset reference (the digits default)
+    eval_reference: str | None = None  # folder of real images or reference-statistics .npz; None: the domain's data
+    eval_reference_split: str = "val"  # split of a dataset reference (the digits and emoji held-out images)
     eval_max_reference_images: int | None = None
     work_dir: str | None = None  # evaluation outputs, prompt vocabularies; None: a temporary directory
     model_dirs: tuple[str, ...] = ()  # the only places DemoPipeline.reload (the model picker) loads from
+    domain: str = "digits"  # the embedded domain the demo opens with (app.domains): digits | emoji
+    domains: Mapping[str, DomainSpec] = field(default_factory=lambda: dict(DEFAULT_DOMAINS))  # every domain known
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)

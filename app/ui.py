@@ -83,35 +83,61 @@ def _path(file: Any) -> Any:
 
 def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                model_picker: bool = False) -> gr.Blocks:
-    """The four tabs (Generate, Reconstruct, Tokens, Evaluate) and the status line; ``model_picker``
-    adds a panel where any client loads models from ``settings.model_dirs`` for every user."""
+    """The domain choice (digits, emoji: every tab follows it), the four tabs (Generate, Reconstruct, Tokens,
+    Evaluate) and the status line; ``model_picker`` adds a panel where any client loads models from
+    ``settings.model_dirs`` for every user."""
     d = defaults or SamplingDefaults()
     limits = pipeline.limits
-    main = pipeline.tokenizer_choice()  # the generators' tokenizer; Reconstruct may pick another
-    examples = main.examples  # images the main tokenizer can represent (Tokens edits its tokens)
+    view = pipeline.view()  # the domain the demo opens with; the others load when first chosen
 
     # ------------------------------------------------------------------ handlers
-    def class_choices() -> list[str]:
-        return pipeline.class_names
+    def generator_values(name: str | None, domain: str | None = None) -> tuple[int, float, float]:
+        return d.generator(pipeline.generator_defaults(name, domain) if name else (8, 1.0, 1.0))
 
-    def tokenizer_radio() -> gr.Radio:
-        choices = pipeline.tokenizer_choices()
-        return gr.Radio([(c.label, c.name) for c in choices], value=choices[0].name, label="Tokenizer",
-                        visible=len(choices) > 1)
+    def generator_update(domain_view) -> gr.Dropdown:
+        names = domain_view.generator_names
+        return gr.Dropdown(choices=names, value=names[0] if names else None)
+
+    def sliders_update(domain_view) -> list:
+        """Every tab's generator and decoder slider values for a domain's models."""
+        names = domain_view.generator_names
+        generator = generator_values(names[0] if names else None, domain_view.name)
+        decoder = d.decoder(domain_view.tokenizer)
+        return [*generator, *decoder]
+
+    def token_examples(choice: TokenizerChoice) -> list[list[str]]:
+        """Pairs (A, B) of a tokenizer's example images for the Tokens tab."""
+        images = choice.examples
+        return [[images[i], images[(i + 1) % len(images)]] for i in range(len(images))] if len(images) >= 2 else []
+
+    @user_errors
+    def select_domain(domain: str):
+        """Every tab follows the domain: its classes, generators, tokenizer, hints, examples and defaults."""
+        v = pipeline.view(domain)
+        num, pairs = v.tokenizer.num_indices, token_examples(v.tokenizer)
+        steps_cfg = sliders_update(v)
+        return (v.status, gr.Textbox(placeholder=v.prompt_hint, value=""),
+                gr.Dataset(samples=[[p] for p in v.prompts], visible=bool(v.prompts)), gr.Dataframe(value=None),
+                gr.Dropdown(choices=v.class_names, value=v.class_names[:1]), generator_update(v),
+                *steps_cfg,  # Generate: steps, cfg, temperature, decoder steps, decoder cfg
+                gr.Radio(choices=pipeline.tokenizer_options(), value=v.tokenizer.name), v.tokenizer.hint,
+                v.tokenizer.examples,
+                *d.decoder(v.tokenizer),  # Reconstruct's decoder
+                gr.Dataset(samples=pairs, visible=bool(pairs)),
+                gr.Number(value=0, label=f"span start (0..{num - 1})"),
+                gr.Number(value=num // 2, label=f"span end (..{num})"), *d.decoder(v.tokenizer),  # Tokens
+                generator_update(v), *steps_cfg, pipeline.evaluation_plan(domain))  # Evaluate
 
     @user_errors
     def load_models(tokenizer: str, preset: str, maskgit: str, ar: str):
         status = pipeline.reload(tokenizer.strip() or None, preset or None, maskgit.strip() or None,
                                  ar.strip() or None)
-        names, generators = pipeline.class_names, pipeline.generator_names
-        return (status, prompt_box(), gr.Dropdown(choices=names, value=names[:1]),
-                gr.Dropdown(choices=generators, value=generators[0] if generators else None),
-                gr.Dropdown(choices=generators, value=generators[0] if generators else None), tokenizer_radio())
+        return status, domain_radio()
 
     @user_errors
-    def select_tokenizer(tokenizer: str):
+    def select_tokenizer(tokenizer: str, domain: str | None = None):
         """The Reconstruct tab follows the chosen tokenizer: its hint, examples and decoder defaults."""
-        choice = pipeline.tokenizer_choice(tokenizer)
+        choice = pipeline.tokenizer_choice(tokenizer, domain)
         steps, cfg = d.decoder(choice)
         return choice.hint, choice.examples, steps, cfg
 
@@ -119,78 +145,95 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
     def pick_example(tokenizer: str, event: gr.SelectData):
         return pipeline.tokenizer_choice(tokenizer).examples[event.index]
 
-    def prompt_box() -> gr.Textbox:
-        """The prompt input, its hint naming classes of the loaded generator."""
-        example = pipeline.example_prompt()
-        return gr.Textbox(label="Prompt", placeholder=f"e.g. {example!r}" if example else "load a generator first")
+    def domain_radio() -> gr.Radio:
+        """The domain choice: every embedded domain whose weights are there; hidden with fewer than two."""
+        names = pipeline.domains
+        return gr.Radio([(pipeline.domain_label(n), n) for n in names], value=pipeline.domain, label="Domain",
+                        info="Every tab uses this domain's models: tokenizer, generators, classifier, examples",
+                        visible=len(names) > 1, elem_id="domain")
+
+    def tokenizer_radio() -> gr.Radio:
+        options = pipeline.tokenizer_options()
+        return gr.Radio(options, value=view.tokenizer.name, label="Tokenizer", visible=len(options) > 1)
 
     @user_errors
-    def match_prompt(prompt: str):
-        names = pipeline.class_names
-        selected = [names[c] for c in pipeline.classes_for_prompt(prompt)]
-        # Every class the prompt names is selected; the table shows the closest classes to correct it.
-        matches = pipeline.match_prompt(prompt, top_k=5)
-        return selected, [[name, class_id, round(score, 3)] for class_id, name, score in matches]
+    def match_prompt(prompt: str, domain: str | None = None):
+        selection = pipeline.select_prompt(prompt, top_k=5, domain=domain)
+        # Every class the prompt names is selected; the table says what matched and shows the closest others.
+        return selection.class_names, selection.rows()
+
+    @user_errors
+    def pick_prompt(sample: list[str], domain: str | None = None):
+        prompt = sample[0] if isinstance(sample, (list, tuple)) else str(sample)
+        return (prompt, *match_prompt(prompt, domain))
+
+    def pick_pair(pair: list[str]):
+        """A Tokens example: the two image paths of the clicked row."""
+        return tuple(pair)
 
     @user_errors
     def generate(classes, generator, samples_per_class, steps, cfg, temperature, seed, decode_steps, decode_cfg,
-                 progress=gr.Progress()):
+                 domain=None, progress=gr.Progress()):
         result = pipeline.generate(classes, generator, samples_per_class, steps, cfg, temperature, seed,
-                                   decode_steps, decode_cfg, progress=_progress_callback(progress))
+                                   decode_steps, decode_cfg, progress=_progress_callback(progress), domain=domain)
         maskgit_steps = f", {steps} steps" if str(generator).strip().lower() == "maskgit" else ""
         info = (f"{len(result.labels)} images in {result.seconds:.1f} s · {generator}{maskgit_steps}, "
                 f"CFG {cfg}, temperature {temperature}, seed {seed} · decoder {decode_steps} steps, CFG {decode_cfg}")
         return result.grid, result.token_map, result.files, info
 
     @user_errors
-    def reconstruct(file, decode_steps, decode_cfg, seed, tokenizer, progress=gr.Progress()):
+    def reconstruct(file, decode_steps, decode_cfg, seed, tokenizer, domain=None, progress=gr.Progress()):
         result = pipeline.reconstruct(_path(file), decode_steps, decode_cfg, seed, tokenizer=tokenizer,
-                                      progress=_progress_callback(progress))
+                                      progress=_progress_callback(progress), domain=domain)
         return result.comparison, result.token_map, result.metrics_rows()
 
     @user_errors
     def edit_tokens(file_a, file_b, operation, start, end, fraction, alpha, seed, decode_steps, decode_cfg,
-                    progress=gr.Progress()):
+                    domain=None, progress=gr.Progress()):
         result = pipeline.edit_tokens(_path(file_a), _path(file_b), operation, start, end, fraction, alpha, seed,
-                                      decode_steps, decode_cfg, progress=_progress_callback(progress))
+                                      decode_steps, decode_cfg, progress=_progress_callback(progress), domain=domain)
         return result.grid, result.token_map
 
     @user_errors
-    def evaluate(num_samples, generator, steps, cfg, temperature, decode_steps, decode_cfg, seed,
+    def evaluate(num_samples, generator, steps, cfg, temperature, decode_steps, decode_cfg, seed, domain=None,
                  progress=gr.Progress()):
         result = pipeline.evaluate(num_samples, generator, steps, cfg, temperature, decode_steps, decode_cfg,
-                                   seed, progress=_progress_callback(progress))
+                                   seed, progress=_progress_callback(progress), domain=domain)
         return result.rows, result.plot, result.grid, result.summary
 
-    # ------------------------------------------------------------------ layout
-    def generator_values(name: str | None) -> tuple[int, float, float]:
-        return d.generator(pipeline.generator_defaults(name) if name else (8, 1.0, 1.0))
+    @user_errors
+    def status(domain: str | None = None) -> str:
+        return pipeline.status(domain)
 
+    # ------------------------------------------------------------------ layout
     def generator_sliders() -> tuple[gr.Slider, gr.Slider, gr.Slider]:
         """The generator's sampling controls (steps, CFG, temperature), the same on every tab that samples;
         they start at the first generator's saved defaults and follow the generator picked."""
-        steps, cfg, temperature = generator_values(pipeline.generator_names[0] if pipeline.generator_names else None)
+        names = view.generator_names
+        steps, cfg, temperature = generator_values(names[0] if names else None, view.name)
         return (gr.Slider(1, limits.max_generator_steps, value=steps, step=1, label="Generator steps",
                           info="MaskGIT refinement steps; AR always takes one step per token"),
                 gr.Slider(0, limits.max_cfg, value=cfg, step=0.1, label="Generator CFG"),
                 gr.Slider(0.05, limits.max_temperature, value=temperature, step=0.05, label="Temperature"))
 
     def decoder_sliders() -> tuple[gr.Slider, gr.Slider]:
-        """The main tokenizer's sampling controls, the same on every tab that decodes."""
-        steps, cfg = d.decoder(main)
+        """The domain tokenizer's sampling controls, the same on every tab that decodes."""
+        steps, cfg = d.decoder(view.tokenizer)
         return (gr.Slider(1, limits.max_decode_steps, value=steps, step=1, label="Decoder steps"),
                 gr.Slider(0, limits.max_cfg, value=cfg, step=0.1, label="Decoder CFG"))
 
-    num_indices = pipeline.models.tokenizer.config.num_indices
-    generators = pipeline.generator_names
+    num_indices = view.tokenizer.num_indices
+    generators = view.generator_names
+    examples = view.tokenizer.examples  # images the domain's tokenizer can represent (Tokens edits its tokens)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"## {TITLE}")
-        status = gr.Markdown(pipeline.status(), elem_id="status")
+        status_line = gr.Markdown(view.status, elem_id="status")
+        domain = domain_radio()
         if model_picker:
             with gr.Accordion("Models (loading replaces them for everyone using this server)", open=False):
                 with gr.Row():
                     tokenizer_path = gr.Textbox(label="FlowMo checkpoint",
-                                                placeholder="empty: embedded digits models; a dir or released .pth")
+                                                placeholder="empty: embedded models; a dir or released .pth")
                     preset = gr.Dropdown(PRESET_CHOICES, value="", label="preset (released .pth only)")
                     maskgit_path = gr.Textbox(label="MaskGIT checkpoint (dir)")
                     ar_path = gr.Textbox(label="AR checkpoint (dir)")
@@ -200,12 +243,18 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        prompt = prompt_box()
+                        prompt = gr.Textbox(label="Prompt", placeholder=view.prompt_hint)
+                        # Clicking an example prompt matches it at once; the examples follow the domain.
+                        prompt_examples = gr.Dataset(components=[prompt], samples=[[p] for p in view.prompts],
+                                                     label="Example prompts", type="values",
+                                                     visible=bool(view.prompts))
                         match_button = gr.Button("Match prompt to classes")
-                        matches = gr.Dataframe(headers=["class", "id", "score"], label="Closest classes",
+                        matches = gr.Dataframe(headers=["class", "id", "score", "matched"], label="Closest classes "
+                                               "(matched: the names in the class the prompt named)",
                                                interactive=False)
-                        classes = gr.Dropdown(class_choices(), value=class_choices()[:1], multiselect=True,
-                                              label="Classes")
+                        # Custom values: an API call may name another domain's classes (checked by the pipeline).
+                        classes = gr.Dropdown(view.class_names, value=view.class_names[:1], multiselect=True,
+                                              label="Classes", allow_custom_value=True)
                         gen_choice = gr.Dropdown(generators, value=generators[0] if generators else None,
                                                  label="Generator")
                         samples = gr.Slider(1, limits.max_batch, value=d.samples_per_class, step=1,
@@ -224,9 +273,9 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
             with gr.Tab("Reconstruct", id="reconstruct"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        # Only generation is tied to the main tokenizer; any loaded one reconstructs.
+                        # Generation is tied to the domain's tokenizer; any tokenizer reconstructs.
                         rec_choice = tokenizer_radio()
-                        rec_hint = gr.Markdown(main.hint)
+                        rec_hint = gr.Markdown(view.tokenizer.hint)
                         rec_file = gr.File(label="Image", file_types=["image"], type="filepath")
                         # A gallery, not gr.Examples: its images change with the tokenizer choice.
                         rec_examples = gr.Gallery(examples, label="Examples (click one)", columns=6, height="auto",
@@ -245,9 +294,10 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                         with gr.Row():
                             tok_a = gr.File(label="Image A", file_types=["image"], type="filepath")
                             tok_b = gr.File(label="Image B", file_types=["image"], type="filepath")
-                        if len(examples) >= 2:
-                            gr.Examples([[examples[i], examples[(i + 1) % len(examples)]]
-                                         for i in range(len(examples))], inputs=[tok_a, tok_b], label="Examples")
+                        # A dataset, not gr.Examples: its pairs change with the domain.
+                        tok_examples = gr.Dataset(components=[tok_a, tok_b], samples=token_examples(view.tokenizer),
+                                                  label="Examples (click a pair)", type="values",
+                                                  visible=bool(token_examples(view.tokenizer)))
                         operation = gr.Radio(["swap", "randomize", "mix"], value="swap", label="Operation",
                                              info="swap a span A<->B · randomize a fraction of A · "
                                                   "mix: each token from B with probability alpha")
@@ -267,9 +317,11 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                 with gr.Row():
                     with gr.Column(scale=1):
                         gr.Markdown("gFID / IS / precision / recall on a few samples, with memorization and "
-                                    "diversity beside real data. Digits models are scored in the features of the "
-                                    "project's digits classifier (not comparable with ImageNet FIDs); other models "
-                                    "with Inception-v3, UNCALIBRATED without `evaluate.inception_weights=`.")
+                                    "diversity beside real data. A domain's models are scored in the features of "
+                                    "its own metric classifier (digits, emoji: not comparable with ImageNet FIDs) "
+                                    "against its held-out images; other models with Inception-v3, UNCALIBRATED "
+                                    "without `evaluate.inception_weights=`.")
+                        ev_plan = gr.Markdown(pipeline.evaluation_plan())
                         ev_samples = gr.Slider(10, limits.max_eval_samples, value=min(d.eval_samples,
                                                                                        limits.max_eval_samples),
                                                step=1, label="Samples")
@@ -287,28 +339,34 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
 
         # ------------------------------------------------------------------ events
         rec_outputs = [rec_hint, rec_examples, rec_steps, rec_cfg]
-        rec_choice.input(select_tokenizer, [rec_choice], rec_outputs, api_name="select_tokenizer")
+        domain_outputs = [status_line, prompt, prompt_examples, matches, classes, gen_choice, steps, cfg, temperature,
+                          dec_steps, dec_cfg, rec_choice, *rec_outputs, tok_examples, span_start, span_end, tok_steps,
+                          tok_cfg, ev_gen, ev_steps, ev_cfg, ev_temperature, ev_dec_steps, ev_dec_cfg, ev_plan]
+        domain.input(select_domain, [domain], domain_outputs, api_name="select_domain")
+        rec_choice.input(select_tokenizer, [rec_choice, domain], rec_outputs, api_name="select_tokenizer")
         if model_picker:
-            load_button.click(load_models, [tokenizer_path, preset, maskgit_path, ar_path],
-                              [status, prompt, classes, gen_choice, ev_gen, rec_choice], api_name="load_models",
-                              concurrency_limit=1).then(select_tokenizer, [rec_choice], rec_outputs,
-                                                        api_visibility="private")
+            load_button.click(load_models, [tokenizer_path, preset, maskgit_path, ar_path], [status_line, domain],
+                              api_name="load_models", concurrency_limit=1).then(
+                select_domain, [domain], domain_outputs, api_visibility="private")
         for picker, sliders in ((gen_choice, [steps, cfg, temperature]), (ev_gen, [ev_steps, ev_cfg, ev_temperature])):
-            picker.input(generator_values, [picker], sliders, api_visibility="private")
-        match_button.click(match_prompt, [prompt], [classes, matches], api_name="match_prompt")
-        prompt.submit(match_prompt, [prompt], [classes, matches], api_visibility="private")
-        gen_button.click(generate, [classes, gen_choice, samples, steps, cfg, temperature, seed, dec_steps, dec_cfg],
-                         [gen_images, gen_tokens, gen_files, gen_info], api_name="generate")
+            picker.input(generator_values, [picker, domain], sliders, api_visibility="private")
+        match_button.click(match_prompt, [prompt, domain], [classes, matches], api_name="match_prompt")
+        prompt.submit(match_prompt, [prompt, domain], [classes, matches], api_visibility="private")
+        prompt_examples.click(pick_prompt, [prompt_examples, domain], [prompt, classes, matches],
+                              api_visibility="private")
+        gen_button.click(generate, [classes, gen_choice, samples, steps, cfg, temperature, seed, dec_steps, dec_cfg,
+                                    domain], [gen_images, gen_tokens, gen_files, gen_info], api_name="generate")
         rec_examples.select(pick_example, [rec_choice], [rec_file], api_visibility="private")
-        rec_button.click(reconstruct, [rec_file, rec_steps, rec_cfg, rec_seed, rec_choice],
+        tok_examples.click(pick_pair, [tok_examples], [tok_a, tok_b], api_visibility="private")
+        rec_button.click(reconstruct, [rec_file, rec_steps, rec_cfg, rec_seed, rec_choice, domain],
                          [rec_images, rec_tokens, rec_metrics], api_name="reconstruct")
         tok_button.click(edit_tokens, [tok_a, tok_b, operation, span_start, span_end, fraction, alpha, tok_seed,
-                                       tok_steps, tok_cfg], [tok_images, tok_tokens], api_name="edit_tokens")
+                                       tok_steps, tok_cfg, domain], [tok_images, tok_tokens], api_name="edit_tokens")
         # One evaluation at a time: it is the heaviest request and writes into the work directory.
         ev_button.click(evaluate, [ev_samples, ev_gen, ev_steps, ev_cfg, ev_temperature, ev_dec_steps, ev_dec_cfg,
-                                   ev_seed], [ev_table, ev_plot, ev_grid, ev_summary], api_name="evaluate",
+                                   ev_seed, domain], [ev_table, ev_plot, ev_grid, ev_summary], api_name="evaluate",
                         concurrency_limit=1)
-        demo.load(pipeline.status, None, status, api_name="status")
+        demo.load(status, [domain], status_line, api_name="status")
     return demo
 
 
