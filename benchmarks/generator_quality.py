@@ -30,7 +30,9 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -43,7 +45,7 @@ from evaluation.feature_classifier import FeatureClassifier  # noqa: E402
 from evaluation.feature_spaces import classifier_feature_space  # noqa: E402
 from evaluation.train_classifier import accuracy  # noqa: E402
 from generator import load_generator  # noqa: E402
-from generator.gfid import (SamplePlan, ShardStore, compute_metrics, make_sample_fn,  # noqa: E402
+from generator.gfid import (GfidReport, SamplePlan, ShardStore, compute_metrics, make_sample_fn,  # noqa: E402
                             resolve_reference, run_gfid)
 from generator.memorization import (REAL_DRAWS, RealSets, exact_copies, load_real_sets,  # noqa: E402
                                     memorization_report, near_duplicates_beside_real, per_class_subset)
@@ -91,6 +93,61 @@ def parse_sampling(pairs: list[str]) -> dict[str, object]:
         options[key] = None if value == "null" else json.loads(value) if value[:1].isdigit() or value[:1] == "-" \
             else value
     return options
+
+
+@dataclass
+class Samples:
+    """What :func:`generate_samples` made: the images as a user gets them and the tokens behind them."""
+
+    images: torch.Tensor  # uint8 (N,3,H,W)
+    labels: torch.Tensor  # int64 (N,): the generator's class ids
+    tokens: torch.Tensor | None  # int64 (N,L) token indices, or None
+    report: GfidReport  # run_gfid's: metrics against the reference, images/s, memorization if asked
+    settings: dict[str, Any]  # the sampling settings generate() ran with (saved defaults + overrides)
+
+
+def generate_samples(model: torch.nn.Module, tokenizer: torch.nn.Module, overrides: Mapping[str, Any], *,
+                     per_class: int, out_dir: Path, reference: str | Path | Mapping[str, Any], features: Any,
+                     batch_size: int = 50, seed: int = 0, classes: Sequence[int] | None = None,
+                     metrics: Sequence[str] = ("fid", "prc"),
+                     memorization: Callable[[int], RealSets] | None = None) -> Samples:
+    """``per_class`` samples of every class of ``model`` (or of ``classes`` only) through the gFID harness.
+
+    ``generator.gfid.run_gfid`` with ``make_sample_fn``: per-sample seeds, the generator's saved sampling
+    settings unless ``overrides`` change them, the tokenizer's saved decoder settings; the same seeds give
+    the same tokens whatever the decoder. Metrics are computed against ``reference`` in ``features``;
+    ``memorization`` (real sets for :func:`generator.memorization.memorization_report`) only with every class.
+    """
+    settings = model.sampling_settings(**overrides)
+    sample_fn = make_sample_fn(model, tokenizer, overrides)
+    chosen = torch.arange(model.num_classes) if classes is None else torch.as_tensor(list(classes), dtype=torch.long)
+    extra: dict[str, Any] = {}
+    if classes is not None:
+        if memorization is not None:
+            raise ValueError("memorization is measured on the plan's class positions: with classes, measure it "
+                             "on the returned samples instead")
+        whole = sample_fn
+
+        def sample_fn(positions: torch.Tensor, seeds: torch.Tensor) -> Any:  # plan positions -> class ids
+            return whole(chosen[positions], seeds)
+
+        extra["classes"] = chosen.tolist()
+    names = [model.class_names[int(c)] for c in chosen]
+    report = run_gfid(sample_fn, num_samples=per_class * len(chosen), num_classes=len(chosen), out_dir=out_dir,
+                      reference=reference, features=features, memorization=memorization, batch_size=batch_size,
+                      seed=seed, metrics=metrics, class_names=names, overwrite=True, save_png=False,
+                      write_npz=False, verbose=False, settings={"sampling": settings, **extra})
+    plan = SamplePlan(num_samples=report.num_samples, num_classes=report.num_classes, seed=seed,
+                      batch_size=batch_size)
+    arrays = ShardStore(report.out_dir, plan).read_all()
+    tokens = torch.from_numpy(arrays["tokens"]).long() if "tokens" in arrays else None
+    labels = chosen[torch.from_numpy(arrays["labels"]).long()]
+    return Samples(torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2), labels, tokens, report, settings)
+
+
+def sampling_shown(model: torch.nn.Module, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampling settings ``model`` reads, without the unset ones (for tables)."""
+    return {k: settings[k] for k in SAMPLING_KEYS[model.model_type] if settings[k] is not None}
 
 
 def class_accuracy(classifier: FeatureClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -198,22 +255,15 @@ def main() -> None:
     for path in args.generators:
         model = load_generator(path).eval()
         model.check_tokenizer(tokenizer.config)
-        settings = model.sampling_settings(**overrides)
-        sample_fn = make_sample_fn(model, tokenizer, overrides)
-        report = run_gfid(sample_fn, num_samples=args.per_class * model.num_classes, num_classes=model.num_classes,
-                          out_dir=out_root / Path(path).name, reference=reference.images, features=features,
-                          memorization=lambda _: real, batch_size=args.batch_size, seed=args.seed,
-                          metrics=("fid", "prc"), overwrite=True, save_png=False, write_npz=False, verbose=False,
-                          settings={"sampling": settings})
-        plan = SamplePlan(num_samples=report.num_samples, num_classes=report.num_classes, seed=args.seed,
-                          batch_size=args.batch_size)
-        arrays = ShardStore(report.out_dir, plan).read_all()
-        samples = (torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2), torch.from_numpy(arrays["labels"]).long())
+        made = generate_samples(model, tokenizer, overrides, per_class=args.per_class,
+                                out_dir=out_root / Path(path).name, reference=reference.images, features=features,
+                                batch_size=args.batch_size, seed=args.seed, memorization=lambda _: real)
+        report, samples = made.report, (made.images, made.labels)
         values = {**report.metrics, **report.memorization, "images_per_second": report.images_per_second,
                   "class_accuracy": class_accuracy(classifier, *samples)}
         if digits:
             values.update(digit_space_values(*samples, real, seed=args.seed))
-        shown = {k: settings[k] for k in SAMPLING_KEYS[model.model_type] if settings[k] is not None}
+        shown = sampling_shown(model, made.settings)
         print(f"| {model.model_type} ({path}) | {shown} | " + " | ".join(row(values, values)) + " |")
         verdicts.append(f"{model.model_type}: {verdict(values, ref_values)}")
     print()

@@ -2,6 +2,7 @@
 
     python benchmarks/rate_distortion.py --checkpoint app/weights/tokenizer --data digits
     python benchmarks/rate_distortion.py --checkpoint app/weights/photo_tokenizer --data photo_corpus --split test_unseen
+    python benchmarks/rate_distortion.py --checkpoint app/weights/emoji_tokenizer --data emoji --split test_style
     python benchmarks/rate_distortion.py --checkpoint runs/flowmo --data imagefolder --val-root ~/photos/val \
         --num-images 500 --lpips-weights ~/weights/alexnet-owt-7be5be79.pth
 
@@ -43,6 +44,11 @@ DECODER_SWEEP = tuple((steps, cfg) for steps in (1, 2, 4, 8, 25) for cfg in (1.0
 BUDGET_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 GRID_IMAGES = 16
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# --data -> its --split choices, the default first (photo_corpus: the unseen package, held-out files of the training
+# packages, fixed crops of the training files; emoji: held-out emoji in the training styles, the held-out style,
+# the training images without jitter).
+SPLITS = {"photo_corpus": ("test_unseen", "val", "train"), "emoji": ("val", "test_style", "train")}
+DEFAULT_ROOTS = {"photo_corpus": "data/photo_corpus", "emoji": "data/emoji"}
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -50,14 +56,20 @@ def load_held_out(args: argparse.Namespace, image_size: int) -> tuple[torch.Tens
     """The held-out split as (images (N,3,S,S) in [-1,1], labels, a short name for it).
 
     digits: the fixed val split; imagefolder: every image of ``--val-root``; photo_corpus: the fixed
-    multi-scale crops (``--eval-crops`` per photo) of split ``--split`` of the corpus at ``--root``.
+    multi-scale crops (``--eval-crops`` per photo) of split ``--split`` of the corpus at ``--root``;
+    emoji: every image of split ``--split`` (val: held-out emoji in the training styles, test_style:
+    the held-out OpenMoji style) of the dataset at ``--root``, centred, without the training jitter.
     """
+    split, root = resolve_split(args), getattr(args, "root", None) or DEFAULT_ROOTS.get(args.data)
     if args.data == "digits":
         data_cfg: dict[str, Any] = {"name": "digits"}
         name = "digits"
     elif args.data == "photo_corpus":
-        data_cfg = {"name": "photo_crops", "root": args.root, "val_split": args.split, "eval_crops": args.eval_crops}
-        name = f"photo_corpus_{args.split}"
+        data_cfg = {"name": "photo_crops", "root": root, "val_split": split, "eval_crops": args.eval_crops}
+        name = f"photo_corpus_{split}"
+    elif args.data == "emoji":
+        data_cfg = {"name": "emoji", "root": root, "val_split": split}
+        name = f"emoji_{split}"
     else:
         if args.val_root is None:
             raise SystemExit("--data imagefolder needs --val-root PATH")
@@ -68,6 +80,19 @@ def load_held_out(args: argparse.Namespace, image_size: int) -> tuple[torch.Tens
     dataset = build_dataset(data_cfg, "val", image_size, train=False)
     samples = [dataset[i] for i in range(len(dataset))]
     return torch.stack([image for image, _ in samples]), [label for _, label in samples], name
+
+
+def resolve_split(args: argparse.Namespace) -> str | None:
+    """``--split``, or the default split of ``--data`` (None where the data has no split choice)."""
+    choices, requested = SPLITS.get(args.data), getattr(args, "split", None)  # other scripts' args may lack it
+    if choices is None:
+        if requested is not None:
+            raise SystemExit(f"--split applies to --data {' / '.join(SPLITS)}, not {args.data}")
+        return None
+    split = requested or choices[0]
+    if split not in choices:
+        raise SystemExit(f"--data {args.data} has splits {', '.join(choices)}; got --split {split}")
+    return split
 
 
 def grid_indices(labels: Sequence[int], count: int) -> list[int]:
@@ -272,12 +297,16 @@ def format_table(rows: list[dict[str, Any]], lpips: bool) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="save_pretrained dir, training run dir or step dir")
-    parser.add_argument("--data", required=True, choices=["digits", "imagefolder", "photo_corpus"])
+    parser.add_argument("--data", required=True, choices=["digits", "imagefolder", "photo_corpus", "emoji"])
     parser.add_argument("--val-root", default=None, help="image folder of held-out images (--data imagefolder)")
-    parser.add_argument("--root", default="data/photo_corpus", help="corpus of python -m imagedata.prepare photos")
-    parser.add_argument("--split", default="test_unseen", choices=["test_unseen", "val", "train"],
-                        help="--data photo_corpus: the unseen package, held-out files of the training packages, "
-                             "or (fixed crops of) the training files")
+    parser.add_argument("--root", default=None,
+                        help="--data photo_corpus: corpus of python -m imagedata.prepare photos (default "
+                             "data/photo_corpus); --data emoji: python -m imagedata.prepare emoji (default data/emoji)")
+    parser.add_argument("--split", default=None, choices=sorted({s for splits in SPLITS.values() for s in splits}),
+                        help="--data photo_corpus: test_unseen (default; the unseen package), val (held-out files of "
+                             "the training packages) or train (fixed crops of the training files); --data emoji: val "
+                             "(default; held-out emoji, training styles), test_style (the held-out OpenMoji style, "
+                             "every emoji) or train")
     parser.add_argument("--eval-crops", type=int, default=4, help="--data photo_corpus: fixed crops per photo")
     parser.add_argument("--num-images", type=int, default=None, help="evenly spaced subset of the val split")
     parser.add_argument("--out-dir", default=None, help="default: benchmarks/results/rd_<data>")
