@@ -72,7 +72,7 @@ def test_every_event_has_an_api_name(served):
     _, client = served
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/generate", "/reconstruct", "/edit_tokens", "/evaluate", "/match_prompt", "/load_models",
-            "/status", "/select_tokenizer"} <= endpoints
+            "/status", "/select_tokenizer", "/select_domain"} <= endpoints
 
 
 def test_generate_returns_images_tokens_and_info(served):
