@@ -32,6 +32,7 @@ class DomainSpec:
     classifier: str | None = None  # folder of the metric classifier whose features the Evaluate tab uses
     data: Mapping[str, Any] | None = None  # dataset config (imagedata.build_dataset) of Evaluate's reference
     prompts: tuple[str, ...] = ()  # example prompts of the Generate tab; the first is the prompt box's hint
+    first_generator: str = "maskgit"  # the generator the tabs select first ("maskgit" / "ar"): the better one
 
     @classmethod
     def from_mapping(cls, name: str, values: Mapping[str, Any] | None,
@@ -54,8 +55,11 @@ class DomainSpec:
 
     @property
     def generators(self) -> dict[str, str]:
-        """Generator slot ("maskgit" / "ar") -> folder, for the slots this domain names."""
-        return {slot: folder for slot, folder in (("maskgit", self.maskgit), ("ar", self.ar)) if folder}
+        """Generator slot ("maskgit" / "ar") -> folder, for the slots this domain names, ``first_generator`` first."""
+        if self.first_generator not in ("maskgit", "ar"):
+            raise ValueError(f"domains.{self.name}.first_generator must be 'maskgit' or 'ar', got {self.first_generator!r}")
+        slots = sorted((("maskgit", self.maskgit), ("ar", self.ar)), key=lambda item: item[0] != self.first_generator)
+        return {slot: folder for slot, folder in slots if folder}
 
     def tokenizer_dir(self, weights_dir: str | Path) -> Path:
         """The tokenizer folder, or its distilled few-step student ``<folder>_distilled`` when that is there."""
@@ -119,7 +123,7 @@ DEFAULT_DOMAINS: dict[str, DomainSpec] = {
     "emoji": DomainSpec(
         name="emoji", label="Emoji", tokenizer="emoji_tokenizer", maskgit="emoji_maskgit", ar="emoji_ar",
         classifier="emoji_classifier", data={"name": "emoji", "root": "data/emoji", "val_split": "val"},
-        prompts=("a cat", "pizza", "rocket", "red heart", "a flag")),
+        prompts=("a cat", "pizza", "rocket", "red heart", "a flag"), first_generator="ar"),
 }
 
 

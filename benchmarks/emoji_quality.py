@@ -77,7 +77,9 @@ FID@val: FID in the classifier's features against the statistics of all {train_c
   replacement from its N samples), mean ± std over {fid_draws} draws. real val: the val images themselves (emoji
   never trained on, so it also measures how far new emoji sit from the trained ones); real test_style: OpenMoji
   images (another style) drawn the same way. (÷): samples / real val; target <= {fid:g}x. FID all: every
-  sample (N per class; not comparable with the real rows).
+  sample (N per class; not comparable with the real rows). real val through the tokenizer: the val images
+  encoded and decoded by each decoder, scored the same way; samples are decoded by it too, so this is what a
+  perfect generator would score (the targets stay relative to real val).
 exact copies: samples whose token sequence equals that of a training image; real rows: real images whose tokens
   equal a training image's. Target <= {copies:.0%}.
 near-dup@k: share of images whose nearest other image of the same class is closer (RMS distance of 32-px pixels
@@ -194,6 +196,16 @@ def fid_at_counts(images: torch.Tensor, labels: torch.Tensor, counts: Mapping[in
                                      verbose=False)
         values.append(metrics["fid"])
     return float(np.mean(values)), float(np.std(values)), values
+
+
+def reconstruct_uint8(tokenizer: torch.nn.Module, images: torch.Tensor, batch_size: int, seed: int,
+                      device: torch.device) -> torch.Tensor:
+    """uint8 (N,3,H,W) images encoded and decoded at the tokenizer's saved settings (seeded noise) -> same."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        decoded = torch.cat([tokenizer.reconstruct(images[i:i + batch_size].to(device).float() / 127.5 - 1).cpu()
+                             for i in range(0, len(images), batch_size)])
+    return ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def verdict(values: Mapping[str, float], real_val: Mapping[str, float]) -> dict[str, bool]:
@@ -402,6 +414,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           + " |")
     print("| real test_style (OpenMoji; FID at val's counts) | - | - | " + " | ".join(table_row(real_style, None))
           + " |")
+
+    # What any generator can reach through each decoder: the real held-out emoji tokenized and decoded.
+    for tok_path, tokenizer in tokenizers.items():
+        decoded = reconstruct_uint8(tokenizer, val_images, args.batch_size, args.seed, device)
+        through = {"class_accuracy": class_accuracy(classifier, decoded, val_labels),
+                   "fid": compute_metrics(Uint8Images(decoded), reference, metrics=("fid",), features=features,
+                                          verbose=False)[0]["fid"]}
+        through["fid_matched"] = through["fid"]
+        real_val.setdefault("through_decoder", {})[tok_path] = through
+        steps = tokenizer.decode_settings()["steps"]
+        print(f"| real val through the tokenizer (encode + decode; the ceiling of samples) | {Path(tok_path).name} "
+              f"({steps} step{'' if steps == 1 else 's'}) | - | " + " | ".join(table_row(through, None)) + " |")
 
     overrides = parse_sampling(args.sampling)
     results: dict[str, Any] = {

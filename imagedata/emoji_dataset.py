@@ -9,6 +9,7 @@ dataset (:meth:`~imagedata.skipping.SkippingImageDataset.set_augmentation_epoch`
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -134,9 +135,11 @@ class EmojiDataset(SkippingImageDataset):
         """What a model trained on this split saw (written beside its weights as training_data.json)."""
         styles = {style: next(s for s in self.manifest["styles"] if s["name"] == style)
                   for style in sorted({style for _, style in self.samples})}
-        return {"dataset": "emoji", "root": str(self.root), "split": self.split, "images": len(self.samples),
-                "emoji": len({record["key"] for record, _ in self.samples}), "styles": styles,
+        keys = sorted({record["key"] for record, _ in self.samples})
+        manifest_sha256 = hashlib.sha256((self.root / "manifest.json").read_bytes()).hexdigest()
+        return {"dataset": "emoji", "root": str(self.root), "manifest_sha256": manifest_sha256,
+                "split": self.split, "images": len(self.samples), "emoji": len(keys), "styles": styles,
                 "classes": self.class_names, "background": self.manifest["background"],
                 "augmentation": {"scale_jitter": self.scale_jitter, "shift_jitter": self.shift_jitter,
                                  "hflip": False},
-                "data": self.manifest["data"]}
+                "data": self.manifest["data"], "emoji_keys": keys}

@@ -154,11 +154,11 @@ def test_a_missing_or_unknown_domain_is_a_clear_error(weights_dir, tmp_path):
     digits_only = make_demo_weights(tmp_path / "digits_only")
     with pytest.raises(FileNotFoundError, match=r"embedded demo weights not found: .*emoji_tokenizer is missing "
                                                 r"\(domain 'emoji' is not available: emoji_tokenizer/ and "
-                                                r"emoji_maskgit/ or emoji_ar/ missing in .*available: digits"):
+                                                r"emoji_ar/ or emoji_maskgit/ missing in .*available: digits"):
         DemoPipeline.load(weights_dir=digits_only, domain="emoji")
     demo = DemoPipeline.load(weights_dir=digits_only)
-    with pytest.raises(ValueError, match="domain 'emoji' is not available: emoji_tokenizer/ and emoji_maskgit/ or "
-                                         "emoji_ar/ missing"):
+    with pytest.raises(ValueError, match="domain 'emoji' is not available: emoji_tokenizer/ and emoji_ar/ or "
+                                         "emoji_maskgit/ missing"):
         demo.generate(["heart"], domain="emoji")
     with pytest.raises(ValueError, match=r"unknown domain 'faces'; domains: digits, emoji \(available: digits\)"):
         demo.reconstruct(EXAMPLES_DIR / "digit_3.png", domain="faces")

@@ -114,14 +114,16 @@ def test_invalid_sampling_in_a_saved_config_is_refused_on_load(tmp_path):
     assert GeneratorModel.from_pretrained(tmp_path).config.sampling == SamplingDefaults()
 
 
-@pytest.mark.parametrize("name", ["maskgit", "ar"])
-def test_shipped_generators_sample_with_the_settings_of_their_training_config(name):
-    """app/weights/<name>/config.json and configs/generator/digits_<name>.yaml carry one set of sampling defaults
-    (benchmarks/generator_quality.md chose them): a retrained generator then ships with the same."""
+@pytest.mark.parametrize("weights,config", [("maskgit", "digits_maskgit"), ("ar", "digits_ar"),
+                                            ("emoji_maskgit", "emoji_maskgit"), ("emoji_ar", "emoji_ar")])
+def test_shipped_generators_sample_with_the_settings_of_their_training_config(weights, config):
+    """app/weights/<weights>/config.json and configs/generator/<config>.yaml carry one set of sampling defaults
+    (benchmarks/generator_quality.md and emoji_quality.md chose them): a retrained generator then ships with the
+    same."""
     import yaml
 
     from runkit.pretrained import CONFIG_FILE
 
-    shipped = json.loads((REPO / "app" / "weights" / name / CONFIG_FILE).read_text())["config"]["sampling"]
-    configured = yaml.safe_load((REPO / "configs" / "generator" / f"digits_{name}.yaml").read_text())["sampling"]
+    shipped = json.loads((REPO / "app" / "weights" / weights / CONFIG_FILE).read_text())["config"]["sampling"]
+    configured = yaml.safe_load((REPO / "configs" / "generator" / f"{config}.yaml").read_text())["sampling"]
     assert SamplingDefaults(**shipped) == SamplingDefaults(**configured)
