@@ -460,5 +460,5 @@ def test_licences_from_copyright_files(tmp_path):
 def test_prepare_names_its_datasets_and_refuses_others():
     from imagedata.prepare import main
 
-    with pytest.raises(SystemExit, match=r"usage: python -m imagedata.prepare \{photos,scikit-photos\}"):
-        main(["emoji"])
+    with pytest.raises(SystemExit, match=r"usage: python -m imagedata.prepare \{photos,emoji,scikit-photos\}"):
+        main(["faces"])
