@@ -13,7 +13,6 @@ Every command runs with an explicit argument list and a timeout, and its return 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,6 +20,8 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from runkit.fileio import file_sha256
 
 __all__ = [
     "DEFAULT_CACHE",
@@ -178,12 +179,6 @@ def _deb_field(deb: Path, field: str) -> str:
     return _run(["dpkg-deb", "-f", str(deb), field], QUERY_TIMEOUT_S, f"reading {field} of {deb.name}").stdout.strip()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _entry_name(name: str, version: str) -> str:
@@ -213,7 +208,7 @@ def _download_and_unpack(name: str, staging: Path) -> DebianPackage:
     version = _deb_field(deb, "Version")
     tree = staging / "tree"
     _run(["dpkg-deb", "-x", str(deb), str(tree)], EXTRACT_TIMEOUT_S, f"unpacking {deb.name}")
-    package = DebianPackage(name, version, package_licence(tree, name), tree, deb.name, _sha256(deb))
+    package = DebianPackage(name, version, package_licence(tree, name), tree, deb.name, file_sha256(deb))
     deb.unlink()
     return package
 

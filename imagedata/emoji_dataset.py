@@ -9,7 +9,6 @@ dataset (:meth:`~imagedata.skipping.SkippingImageDataset.set_augmentation_epoch`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from runkit.fileio import file_sha256
 from runkit.images import uint8_to_tensor
 
 from .emoji import SPLITS, read_emoji_manifest, split_of
@@ -136,7 +136,7 @@ class EmojiDataset(SkippingImageDataset):
         styles = {style: next(s for s in self.manifest["styles"] if s["name"] == style)
                   for style in sorted({style for _, style in self.samples})}
         keys = sorted({record["key"] for record, _ in self.samples})
-        manifest_sha256 = hashlib.sha256((self.root / "manifest.json").read_bytes()).hexdigest()
+        manifest_sha256 = file_sha256(self.root / "manifest.json")
         return {"dataset": "emoji", "root": str(self.root), "manifest_sha256": manifest_sha256,
                 "split": self.split, "images": len(self.samples), "emoji": len(keys), "styles": styles,
                 "classes": self.class_names, "background": self.manifest["background"],

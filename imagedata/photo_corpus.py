@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import os
 import shutil
@@ -57,7 +56,7 @@ import numpy as np
 from PIL import Image
 from scipy import fft, ndimage
 
-from runkit.fileio import atomic_write
+from runkit.fileio import atomic_write, file_sha256
 from runkit.images import ImageDecodeError, load_image
 
 from . import output_folder
@@ -364,8 +363,6 @@ def split_of(sha256: str, package: str, unseen: str | None, val_fraction: float)
     return "val" if int(sha256[:16], 16) / 2**64 < val_fraction else "train"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _common_folder(paths: Sequence[str]) -> str:
@@ -399,7 +396,7 @@ def _scan(source: Source, log: Callable[[str], None]) -> tuple[list[Candidate], 
             rejected.append({"package": source.name, "path": relative, "stage": "non_photo", "reason": reason})
             continue
         working = np.asarray(_shrink(img, HASH_WORKING_SIDE).convert("L"))
-        candidates.append(Candidate(source, relative, _sha256(path), img.width, img.height, working))
+        candidates.append(Candidate(source, relative, file_sha256(path), img.width, img.height, working))
     log(f"  {source.name}: {len(source.files)} image files, {len(candidates)} look like photographs")
     return candidates, rejected
 

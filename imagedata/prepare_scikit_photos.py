@@ -19,7 +19,6 @@ the previous output (or nothing) behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ import hydra
 from omegaconf import DictConfig
 
 from runkit.cli import user_path
+from runkit.fileio import file_sha256
 from runkit.images import load_image
 
 from . import output_folder
@@ -57,8 +57,6 @@ SPLITS = ("train", "val")
 OWN_ENTRIES = {"train", "val", "SOURCES.md", "manifest.json"}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _package_version(name: str) -> str | None:
@@ -186,7 +184,7 @@ def prepare_photos(
             "distribution": source.distribution,
             "package_version": _package_version(source.distribution),
             "file": source.file,
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
             "title": source.title,
             "origin": source.origin,
             "licence": source.licence,

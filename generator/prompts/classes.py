@@ -7,7 +7,6 @@ match can say which items the prompt named.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from imagedata import DIGIT_NAMES
-from runkit.fileio import atomic_write
+from runkit.fileio import atomic_write, file_sha256
 
 from .text import CONTEXT_WORDS, OPTIONAL_SEPARATORS, PROMPT_FILLER, SEPARATORS, class_words
 
@@ -176,12 +175,6 @@ def read_synset_names(path: str | os.PathLike) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- emoji
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def emoji_lexicon_from_manifest(manifest_path: str | os.PathLike) -> dict:
@@ -212,7 +205,7 @@ def emoji_lexicon_from_manifest(manifest_path: str | os.PathLike) -> dict:
         "format": EMOJI_LEXICON_FORMAT,
         "source": {
             "manifest": "data/emoji/manifest.json",
-            "manifest_sha256": _file_sha256(manifest_path),
+            "manifest_sha256": file_sha256(manifest_path),
             "data": manifest.get("data", []),
             "command": "python -m generator.build_vocab classes=emoji emoji_manifest=data/emoji/manifest.json",
         },
