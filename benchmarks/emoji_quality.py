@@ -205,7 +205,7 @@ def reconstruct_uint8(tokenizer: torch.nn.Module, images: torch.Tensor, batch_si
     with torch.no_grad():
         decoded = torch.cat([tokenizer.reconstruct(images[i:i + batch_size].to(device).float() / 127.5 - 1).cpu()
                              for i in range(0, len(images), batch_size)])
-    return ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return tensor_to_uint8(decoded).permute(0, 3, 1, 2).contiguous()
 
 
 def verdict(values: Mapping[str, float], real_val: Mapping[str, float]) -> dict[str, bool]:

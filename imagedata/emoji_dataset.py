@@ -10,7 +10,6 @@ dataset (:meth:`~imagedata.skipping.SkippingImageDataset.set_augmentation_epoch`
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,15 +56,13 @@ class EmojiDataset(SkippingImageDataset):
         canvas = int(self.manifest["canvas_side"])
         self.pad = round(canvas * PAD_FRACTION)
         self.canvas = canvas
-        self._pixels: dict[int, np.ndarray] = {}
         self._share_bad_file_record()
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _describe(self, index: int) -> str:
-        record, style = self.samples[index]
-        return str(self.root / style / f"{record['key']}.png")
+        return str(self._read(index)[0])
 
     def describe(self, index: int) -> dict:
         """Name, codepoints, style and class of sample ``index`` (for grids and reports)."""
@@ -73,25 +70,9 @@ class EmojiDataset(SkippingImageDataset):
         return {"name": record["name"], "text": record["text"], "key": record["key"], "style": style,
                 "class": record["class"], "class_name": self.class_names[record["class"]]}
 
-    def _padded(self, index: int) -> np.ndarray | None:
-        """The emoji on white with a ``pad`` margin, (C+2p, C+2p, 3) uint8, decoded once."""
-        if self._bad[index]:
-            return None
-        if index not in self._pixels:
-            path = Path(self._describe(index))
-            try:
-                with Image.open(path) as image:
-                    rgba = image.convert("RGBA")
-            except OSError as error:
-                self._bad[index] = True
-                warnings.warn(f"skipping unreadable emoji image {path}: {error}", RuntimeWarning, stacklevel=3)
-                return None
-            side = self.canvas + 2 * self.pad
-            white = Image.new("RGBA", (side, side), (255, 255, 255, 255))
-            white.alpha_composite(rgba.resize((self.canvas, self.canvas), Image.LANCZOS)
-                                  if rgba.size != (self.canvas, self.canvas) else rgba, (self.pad, self.pad))
-            self._pixels[index] = np.asarray(white.convert("RGB"))
-        return self._pixels[index]
+    def _read(self, index: int) -> tuple[Path, int]:
+        record, style = self.samples[index]
+        return self.root / style / f"{record['key']}.png", record["class"]
 
     def _box(self, index: int) -> tuple[float, float, float, float]:
         """The source box (left, top, right, bottom) in padded pixels: the canvas itself unless training."""
@@ -110,26 +91,15 @@ class EmojiDataset(SkippingImageDataset):
         top = min(max(top, 0.0), limit - side)
         return left, top, left + side, top + side
 
-    def _item(self, index: int) -> tuple[torch.Tensor, int] | None:
-        pixels = self._padded(index)
-        if pixels is None:
-            return None
-        image = Image.fromarray(pixels).resize((self.image_size, self.image_size), Image.LANCZOS,
-                                               box=self._box(index))
-        return uint8_to_tensor(np.asarray(image).copy()), self.targets[index]
-
-    def exact_item(self, index: int) -> tuple[torch.Tensor, int] | None:
-        return self._item(index)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        count = len(self)
-        if not 0 <= index < count:
-            raise IndexError(f"index {index} out of range for a dataset of {count} images")
-        for offset in range(count):
-            item = self._item((index + offset) % count)
-            if item is not None:
-                return item
-        raise RuntimeError(f"no readable image in the dataset ({count} files, all unreadable)")
+    def _tensor(self, decoded: tuple[Image.Image, int], index: int) -> tuple[torch.Tensor, int]:
+        """The decoded emoji (flattened on white by :func:`runkit.images.load_image`) on a white margin of
+        ``pad`` pixels, its (jittered) box resized to the model resolution."""
+        image, label = decoded
+        padded = Image.new("RGB", (self.canvas + 2 * self.pad,) * 2, (255, 255, 255))
+        padded.paste(image.resize((self.canvas, self.canvas), Image.LANCZOS) if image.size != (self.canvas,) * 2
+                     else image, (self.pad, self.pad))
+        resized = padded.resize((self.image_size, self.image_size), Image.LANCZOS, box=self._box(index))
+        return uint8_to_tensor(np.asarray(resized).copy()), label
 
     def data_record(self) -> dict:
         """What a model trained on this split saw (written beside its weights as training_data.json)."""
