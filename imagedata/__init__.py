@@ -3,7 +3,8 @@ digits), resumable sampling, augmentation, subsets, and the offline photo source
 
 The tokenizer, the generator, evaluation and the demo all read data through this package. Every
 dataset yields ``(image (3,S,S) float in [-1,1], label int)`` and exposes ``class_names``,
-``num_classes``, ``skipped``, ``skipped_files`` and ``len``; file-backed ones skip unreadable files
+``num_classes``, ``skipped``, ``skipped_files``, ``background`` (the pixel value jitter fills with:
+-1 black, +1 white for emoji) and ``len``; file-backed ones skip unreadable files
 (:mod:`.skipping`). The helpers live in their own modules (:mod:`.augment`, :mod:`.subsets`,
 :mod:`.digits`, :mod:`.scikit_photos`).
 """

@@ -32,7 +32,7 @@ class EmojiDataset(SkippingImageDataset):
     manifest's classes (Unicode subgroups, small ones merged), the same list for every split.
     """
 
-    background = 1.0   # white: what jitter (imagedata.random_affine) fills uncovered pixels with
+    background = 1.0   # white: emoji are composited on white
 
     def __init__(self, root: str | os.PathLike, split: str, image_size: int, train: bool, *,
                  styles: tuple[str, ...] | None = None, scale_jitter: float = 0.1, shift_jitter: float = 0.05):

@@ -20,6 +20,8 @@ from runkit.images import ImageDecodeError, load_image, pil_to_tensor
 class SkippingImageDataset(Dataset):
     """Shared bad-file policy: warn, count, and deterministically return the next good sample."""
 
+    background = -1.0  # what jitter (imagedata.random_affine) fills uncovered pixels with: black unless overridden
+
     def __init__(self, image_size: int, train: bool, max_pixels: int | None, hflip: bool):
         if image_size <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")

@@ -39,6 +39,7 @@ class SubsetDataset(Dataset):
     num_classes = property(lambda self: self.dataset.num_classes)
     skipped = property(lambda self: self.dataset.skipped)
     skipped_files = property(lambda self: self.dataset.skipped_files)
+    background = property(lambda self: getattr(self.dataset, "background", -1.0))
 
     def __len__(self) -> int:
         return len(self.indices)
