@@ -51,8 +51,9 @@ from generator.memorization import (REAL_DRAWS, RealSets, exact_copies, load_rea
                                     memorization_report, near_duplicates_beside_real, per_class_subset)
 from tokenizer import load_flowmo  # noqa: E402
 
-SAMPLING_KEYS = {"maskgit": ("num_steps", "cfg_scale", "temperature", "guidance_schedule", "choice_temperature"),
-                 "ar": ("cfg_scale", "temperature", "top_k", "top_p")}  # the options each model reads
+SAMPLING_KEYS = {"maskgit": ("num_steps", "cfg_scale", "temperature", "guidance_schedule", "choice_temperature",
+                             "remove_smoothing_floor"),
+                 "ar": ("cfg_scale", "temperature", "top_k", "top_p", "remove_smoothing_floor")}  # what each reads
 COLUMNS = ("class acc", "class acc 8×8", "FID", "precision", "recall", "near-dup 32 px", "near-dup 8×8",
            "exact copies", "NN-train dist", "diversity", "img/s")
 DEFINITIONS = """\
@@ -84,14 +85,14 @@ class Uint8Images(torch.utils.data.Dataset):
 
 
 def parse_sampling(pairs: list[str]) -> dict[str, object]:
-    """``key=value`` pairs -> generate() keyword arguments (numbers parsed, ``null`` -> None)."""
+    """``key=value`` pairs -> generate() keyword arguments (numbers, ``true``, ``false`` parsed; ``null`` -> None)."""
     options: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--sampling takes key=value pairs, got {pair!r}")
-        options[key] = None if value == "null" else json.loads(value) if value[:1].isdigit() or value[:1] == "-" \
-            else value
+        parsed = value[:1].isdigit() or value[:1] == "-" or value in ("true", "false")
+        options[key] = None if value == "null" else json.loads(value) if parsed else value
     return options
 
 
@@ -146,8 +147,10 @@ def generate_samples(model: torch.nn.Module, tokenizer: torch.nn.Module, overrid
 
 
 def sampling_shown(model: torch.nn.Module, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The sampling settings ``model`` reads, without the unset ones (for tables)."""
-    return {k: settings[k] for k in SAMPLING_KEYS[model.model_type] if settings[k] is not None}
+    """The sampling settings ``model`` reads, without the unset ones nor, for a model trained without label
+    smoothing, the floor switch that does nothing to it (for tables)."""
+    keys = [k for k in SAMPLING_KEYS[model.model_type] if k != "remove_smoothing_floor" or model.config.label_smoothing]
+    return {k: settings[k] for k in keys if settings[k] is not None}
 
 
 def class_accuracy(classifier: FeatureClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:

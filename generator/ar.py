@@ -98,19 +98,23 @@ class ARTransformer(GeneratorModel):
     @torch.no_grad()
     def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None,
                  cfg_scale: float | None = None, temperature: float | None = None, generator: RandomSource = None,
-                 *, top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
+                 *, top_k: int | None = None, top_p: float | None = None,
+                 remove_smoothing_floor: bool | None = None, use_kv_cache: bool = True,
                  progress: Callable[[int, int], None] | None = None) -> Tensor:
         """Sample N tokens one at a time -> indices (B, N) int64.
 
         ``num_steps`` is ignored (an AR model always takes N steps; the argument exists so both
         generators share one signature). With ``cfg_scale`` != 1 the conditional and NULL-class
         rows run stacked in one batch and logits mix as u + s (c - u); then the training's
-        label-smoothing floor is removed (``remove_label_smoothing``), then ``top_k`` / ``top_p``
+        label-smoothing floor is removed (``remove_label_smoothing``, unless ``remove_smoothing_floor``
+        is false), then ``top_k`` / ``top_p``
         filtering and sampling at ``temperature``. Unset options come from ``config.sampling``;
         ``top_k=0`` / ``top_p=1`` switch a saved filter off. ``progress(i, N)`` is called after each token.
         """
-        settings = self.sampling_settings(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
+        settings = self.sampling_settings(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p,
+                                          remove_smoothing_floor=remove_smoothing_floor)
         cfg_scale, temperature = settings["cfg_scale"], settings["temperature"]
+        smoothing = self.config.label_smoothing if settings["remove_smoothing_floor"] else 0.0
         top_k, top_p = settings["top_k"], settings["top_p"]
         ids = self.class_id_tensor(class_ids)
         batch = ids.shape[0]
@@ -130,7 +134,7 @@ class ARTransformer(GeneratorModel):
             logits = logits.float()
             if guided:
                 logits = apply_guidance(*logits.chunk(2), cfg_scale)
-            logits = remove_label_smoothing(logits, self.config.label_smoothing)
+            logits = remove_label_smoothing(logits, smoothing)
             sampled = sample_top_k_top_p(logits, temperature, top_k, top_p, generator)
             tokens = torch.cat([tokens, sampled[:, None]], dim=1)
             if progress is not None:

@@ -38,6 +38,9 @@ class SamplingDefaults:
     choice_temperature: float = 4.5  # MaskGIT: Gumbel noise on confidences, annealed to 0
     top_k: int | None = None  # AR
     top_p: float | None = None  # AR
+    # Sample from the distribution the model learned before its training's label smoothing (the eps/V floor
+    # on every token is a regulariser, not a prediction: benchmarks/generator_quality.md); false: the smoothed one.
+    remove_smoothing_floor: bool = True
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ValueError:
@@ -58,6 +61,8 @@ class SamplingDefaults:
             raise bad(f"top_k must be a positive integer or null, got {self.top_k!r}")
         if self.top_p is not None and (not number(self.top_p) or not 0 < self.top_p <= 1):
             raise bad(f"top_p must be in (0, 1] or null, got {self.top_p!r}")
+        if not isinstance(self.remove_smoothing_floor, bool):
+            raise bad(f"remove_smoothing_floor must be true or false, got {self.remove_smoothing_floor!r}")
 
 
 @dataclass

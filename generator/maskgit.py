@@ -75,11 +75,13 @@ class MaskGIT(GeneratorModel):
     def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None,
                  cfg_scale: float | None = None, temperature: float | None = None, generator: RandomSource = None,
                  *, guidance_schedule: str | None = None, choice_temperature: float | None = None,
+                 remove_smoothing_floor: bool | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Tensor:
         """Iterative parallel decoding -> token indices (B, N) int64.
 
         Each of ``num_steps`` steps samples every masked position at ``temperature`` from the
-        distribution without the training's label-smoothing floor (``remove_label_smoothing``), then
+        distribution without the training's label-smoothing floor (``remove_label_smoothing``; with it
+        where ``remove_smoothing_floor`` is false), then
         masks again the least confident ones (log p + annealed ``choice_temperature`` x Gumbel) so
         that the masked count follows the cosine schedule. Guidance scale per step follows
         ``guidance_schedule`` (constant | linear | cosine, rising from 1 to ``cfg_scale``). Unset
@@ -87,10 +89,12 @@ class MaskGIT(GeneratorModel):
         ``progress(step, num_steps)`` is called after each step.
         """
         settings = self.sampling_settings(num_steps=num_steps, cfg_scale=cfg_scale, temperature=temperature,
-                                          guidance_schedule=guidance_schedule, choice_temperature=choice_temperature)
+                                          guidance_schedule=guidance_schedule, choice_temperature=choice_temperature,
+                                          remove_smoothing_floor=remove_smoothing_floor)
         num_steps = settings["num_steps"]
         cfg_scale, temperature = settings["cfg_scale"], settings["temperature"]
         guidance_schedule, choice_temperature = settings["guidance_schedule"], settings["choice_temperature"]
+        smoothing = self.config.label_smoothing if settings["remove_smoothing_floor"] else 0.0
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
         ids = self.class_id_tensor(class_ids)
@@ -98,8 +102,7 @@ class MaskGIT(GeneratorModel):
         masked = torch.ones_like(tokens, dtype=torch.bool)
         for step in range(num_steps):
             scale = guidance_scale(step, num_steps, cfg_scale, guidance_schedule)
-            logits = remove_label_smoothing(self.guided_logits(tokens, ids, scale).float(),
-                                            self.config.label_smoothing)
+            logits = remove_label_smoothing(self.guided_logits(tokens, ids, scale).float(), smoothing)
             sampled = torch.where(masked, sample_from_logits(logits, temperature, generator), tokens)
             log_probs = (logits / temperature if temperature > 0 else logits).log_softmax(dim=-1)
             log_confidence = log_probs.gather(-1, sampled[..., None])[..., 0]

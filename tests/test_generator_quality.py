@@ -48,3 +48,12 @@ def test_verdict_fails_a_generator_that_only_looks_diverse_at_32_px(quality):
     assert "8×8" not in quality.verdict(other, reference)
     row = quality.row(other, other)
     assert len(row) == len(quality.COLUMNS) and row[1] == "-" and row[6] == "-"
+
+
+def test_sampling_pairs_parse_numbers_switches_and_names(quality):
+    parsed = quality.parse_sampling(["cfg_scale=1.5", "top_k=null", "remove_smoothing_floor=false",
+                                     "guidance_schedule=linear", "temperature=-0"])
+    assert parsed == {"cfg_scale": 1.5, "top_k": None, "remove_smoothing_floor": False,
+                      "guidance_schedule": "linear", "temperature": 0}
+    with pytest.raises(SystemExit, match="key=value"):
+        quality.parse_sampling(["cfg_scale"])

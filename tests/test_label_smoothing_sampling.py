@@ -1,7 +1,8 @@
 """Sampling without the label-smoothing floor (generator.sampling.remove_label_smoothing), issue 26.
 
 A generator trained with label smoothing eps predicts q = (1 - eps) p + eps / V; drawing from q picks a
-token the model considers wrong eps (V - 1) / V of the time. Both generators sample from p instead.
+token the model considers wrong eps (V - 1) / V of the time. Both generators sample from p instead, unless
+the sampling option remove_smoothing_floor is false.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from generator import GeneratorConfig, MaskGIT
 from generator.ar import ARTransformer
+from generator.config import SamplingDefaults
 from generator.sampling import remove_label_smoothing
 
 V = 16
@@ -69,3 +71,23 @@ def test_generators_do_not_draw_from_the_smoothing_floor(model_cls, options):
     other = float((unsmoothed != 3).float().mean())
     expected = 0.1 * (V - 1) / V
     assert abs(other - expected) < 4 * math.sqrt(expected * (1 - expected) / unsmoothed.numel())
+
+
+@pytest.mark.parametrize("model_cls, options", [(MaskGIT, {"choice_temperature": 1e6}), (ARTransformer, {})])
+def test_the_floor_switch_off_draws_from_the_smoothed_distribution(model_cls, options):
+    classes = torch.arange(3).repeat(40)
+    model = rigged(model_cls, 0.1)
+    kept = model.generate(classes, cfg_scale=1.0, temperature=1.0, generator=torch.Generator().manual_seed(0),
+                          remove_smoothing_floor=False, **options)
+    other = float((kept != 3).float().mean())
+    expected = 0.1 * (V - 1) / V
+    assert abs(other - expected) < 4 * math.sqrt(expected * (1 - expected) / kept.numel())
+    # The same switch saved as the model's default.
+    model.config.sampling = SamplingDefaults(remove_smoothing_floor=False)
+    assert (model.generate(classes, cfg_scale=1.0, temperature=1.0, generator=torch.Generator().manual_seed(0),
+                           **options) == kept).all()
+
+
+def test_the_floor_switch_takes_only_a_bool():
+    with pytest.raises(ValueError, match="remove_smoothing_floor must be true or false"):
+        SamplingDefaults(remove_smoothing_floor="no")
