@@ -42,7 +42,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generator_quality import (Uint8Images, class_accuracy, generate_samples, parse_sampling,  # noqa: E402
-                               sampling_shown)
+                               reconstruct_uint8, sampling_shown)
 from hardware import describe  # noqa: E402
 
 from evaluation.feature_classifier import FeatureClassifier  # noqa: E402
@@ -196,16 +196,6 @@ def fid_at_counts(images: torch.Tensor, labels: torch.Tensor, counts: Mapping[in
                                      verbose=False)
         values.append(metrics["fid"])
     return float(np.mean(values)), float(np.std(values)), values
-
-
-def reconstruct_uint8(tokenizer: torch.nn.Module, images: torch.Tensor, batch_size: int, seed: int,
-                      device: torch.device) -> torch.Tensor:
-    """uint8 (N,3,H,W) images encoded and decoded at the tokenizer's saved settings (seeded noise) -> same."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        decoded = torch.cat([tokenizer.reconstruct(images[i:i + batch_size].to(device).float() / 127.5 - 1).cpu()
-                             for i in range(0, len(images), batch_size)])
-    return tensor_to_uint8(decoded).permute(0, 3, 1, 2).contiguous()
 
 
 def verdict(values: Mapping[str, float], real_val: Mapping[str, float]) -> dict[str, bool]:

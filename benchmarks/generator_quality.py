@@ -21,7 +21,9 @@ generator's saved sampling settings unless ``--sampling`` overrides them) and is
 
 The reference row scores real training images, drawn at the same count per class, by the same
 measures against the same val split: what a generator that samples the data distribution
-would get. The verdict line checks the targets of issues 12 and 26 against it.
+would get. The verdict line checks the targets of issues 12 and 26 against it. The row below it
+scores those images encoded and decoded by ``--tokenizer``: what a generator that samples the
+training images' tokens perfectly would get through that decoder (the ceiling of any generator).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from generator.gfid import (GfidReport, SamplePlan, ShardStore, compute_metrics,
                             resolve_reference, run_gfid)
 from generator.memorization import (REAL_DRAWS, RealSets, exact_copies, load_real_sets,  # noqa: E402
                                     memorization_report, near_duplicates_beside_real, per_class_subset)
+from runkit.images import tensor_to_uint8  # noqa: E402
 from tokenizer import load_flowmo  # noqa: E402
 
 SAMPLING_KEYS = {"maskgit": ("num_steps", "cfg_scale", "temperature", "guidance_schedule", "choice_temperature",
@@ -144,6 +147,16 @@ def generate_samples(model: torch.nn.Module, tokenizer: torch.nn.Module, overrid
     tokens = torch.from_numpy(arrays["tokens"]).long() if "tokens" in arrays else None
     labels = chosen[torch.from_numpy(arrays["labels"]).long()]
     return Samples(torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2), labels, tokens, report, settings)
+
+
+def reconstruct_uint8(tokenizer: torch.nn.Module, images: torch.Tensor, batch_size: int, seed: int,
+                      device: torch.device) -> torch.Tensor:
+    """uint8 (N,3,H,W) images encoded and decoded at the tokenizer's saved settings (seeded noise) -> same."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        decoded = torch.cat([tokenizer.reconstruct(images[i:i + batch_size].to(device).float() / 127.5 - 1).cpu()
+                             for i in range(0, len(images), batch_size)])
+    return tensor_to_uint8(decoded).permute(0, 3, 1, 2).contiguous()
 
 
 def sampling_shown(model: torch.nn.Module, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,6 +266,16 @@ def main() -> None:
         ref_values.update(digit_space_values(real_images, real_labels, real, seed=args.seed + 1))
     print("| real train images (reference; copies and NN-train dist: held-out images) | - | "
           + " | ".join(row(ref_values)) + " |")
+    # The same images encoded and decoded: what a generator that samples the training tokens perfectly scores.
+    decoded = reconstruct_uint8(tokenizer, real_images, args.batch_size, args.seed, torch.device("cpu"))
+    ceiling, _ = compute_metrics(Uint8Images(decoded), reference, metrics=("fid", "prc"), features=features,
+                                 verbose=False)
+    ceiling.update(class_accuracy=class_accuracy(classifier, decoded, real_labels),
+                   **memorization_report(decoded, real_labels, None, real, seed=args.seed + 1))
+    if digits:
+        ceiling.update(digit_space_values(decoded, real_labels, real, seed=args.seed + 1))
+    print("| the same real images through the tokenizer (encode + decode: a perfect generator's score) | - | "
+          + " | ".join(row(ceiling, ceiling)) + " |")
 
     verdicts = []
     for path in args.generators:

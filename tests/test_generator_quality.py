@@ -57,3 +57,17 @@ def test_sampling_pairs_parse_numbers_switches_and_names(quality):
                       "guidance_schedule": "linear", "temperature": 0}
     with pytest.raises(SystemExit, match="key=value"):
         quality.parse_sampling(["cfg_scale"])
+
+
+def test_reconstruct_uint8_batches_a_tokenizer_and_round_trips_its_pixels(quality):
+    class Identity(torch.nn.Module):  # a lossless "tokenizer": the ceiling row would equal the real row
+        calls = 0
+
+        def reconstruct(self, images):
+            Identity.calls += 1
+            return images
+
+    images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = quality.reconstruct_uint8(Identity(), images, batch_size=2, seed=0, device=torch.device("cpu"))
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    assert torch.equal(out, images) and Identity.calls == 3
