@@ -88,14 +88,17 @@ class Uint8Images(torch.utils.data.Dataset):
 
 
 def parse_sampling(pairs: list[str]) -> dict[str, object]:
-    """``key=value`` pairs -> generate() keyword arguments (numbers, ``true``, ``false`` parsed; ``null`` -> None)."""
+    """``key=value`` pairs -> generate() keyword arguments: a JSON value (number, ``true``, ``false``, ``null``)
+    where it parses as one, else the text (``guidance_schedule=linear``)."""
     options: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--sampling takes key=value pairs, got {pair!r}")
-        parsed = value[:1].isdigit() or value[:1] == "-" or value in ("true", "false")
-        options[key] = None if value == "null" else json.loads(value) if parsed else value
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
     return options
 
 
@@ -253,27 +256,26 @@ def main() -> None:
     labels = real.train_labels
     pick = per_class_subset(labels, args.per_class, args.seed)
     real_images, real_labels = real.train_images[pick], labels[pick]
-    ref_metrics, _ = compute_metrics(Uint8Images(real_images), reference, metrics=("fid", "prc"), features=features,
+    def score_real(images: torch.Tensor) -> dict[str, float]:
+        """The measures of uint8 images of ``real_labels`` that are not samples: real ones, or real ones decoded."""
+        metrics, _ = compute_metrics(Uint8Images(images), reference, metrics=("fid", "prc"), features=features,
                                      verbose=False)
+        values = {**metrics, "class_accuracy": class_accuracy(classifier, images, real_labels),
+                  **memorization_report(images, real_labels, None, real, seed=args.seed + 1)}
+        if digits:
+            values.update(digit_space_values(images, real_labels, real, seed=args.seed + 1))
+        return values
+
     # Copies and nearest-training distance of real data are those of the held-out images.
     with torch.no_grad():
         heldout_tokens = tokenizer.tokenize(real.heldout_images.float() / 127.5 - 1)
-    ref_values = {**ref_metrics, "class_accuracy": class_accuracy(classifier, real_images, real_labels),
-                  **memorization_report(real_images, real_labels, None, real, seed=args.seed + 1),
+    ref_values = {**score_real(real_images),
                   "exact_copy_rate": float(exact_copies(heldout_tokens, real.train_tokens).float().mean())}
     ref_values["nn_train_distance"] = ref_values["nn_train_distance_real"]
-    if digits:
-        ref_values.update(digit_space_values(real_images, real_labels, real, seed=args.seed + 1))
     print("| real train images (reference; copies and NN-train dist: held-out images) | - | "
           + " | ".join(row(ref_values)) + " |")
     # The same images encoded and decoded: what a generator that samples the training tokens perfectly scores.
-    decoded = reconstruct_uint8(tokenizer, real_images, args.batch_size, args.seed, torch.device("cpu"))
-    ceiling, _ = compute_metrics(Uint8Images(decoded), reference, metrics=("fid", "prc"), features=features,
-                                 verbose=False)
-    ceiling.update(class_accuracy=class_accuracy(classifier, decoded, real_labels),
-                   **memorization_report(decoded, real_labels, None, real, seed=args.seed + 1))
-    if digits:
-        ceiling.update(digit_space_values(decoded, real_labels, real, seed=args.seed + 1))
+    ceiling = score_real(reconstruct_uint8(tokenizer, real_images, args.batch_size, args.seed, torch.device("cpu")))
     print("| the same real images through the tokenizer (encode + decode: a perfect generator's score) | - | "
           + " | ".join(row(ceiling, ceiling)) + " |")
 

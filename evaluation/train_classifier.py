@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from runkit.cli import command_line, user_path
-from imagedata import random_affine, stack_dataset
+from imagedata import background_of, random_affine, stack_dataset
 
 from .feature_classifier import ClassifierConfig, FeatureClassifier
 
@@ -75,7 +75,7 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     model, losses = train_classifier(train_images, train_labels, config, steps=cfg["steps"],
                                      batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                      hflip=bool(data_cfg.get("hflip")), seed=cfg["seed"],
-                                     background=float(getattr(train_set, "background", -1.0)))
+                                     background=background_of(train_set))
     result = {"train_accuracy": accuracy(model, train_images, train_labels),
               "val_accuracy": accuracy(model, val_images, val_labels),
               "train_images": len(train_labels), "val_images": len(val_labels),

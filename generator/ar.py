@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .base import GeneratorModel, LossOutput, register_generator
 from .config import GeneratorConfig
-from .sampling import RandomSource, apply_guidance, remove_label_smoothing, sample_top_k_top_p
+from .sampling import RandomSource, apply_guidance, sample_top_k_top_p
 from .transformer import ClassEmbedding, Transformer, drop_labels, init_weights
 
 
@@ -106,7 +106,7 @@ class ARTransformer(GeneratorModel):
         ``num_steps`` is ignored (an AR model always takes N steps; the argument exists so both
         generators share one signature). With ``cfg_scale`` != 1 the conditional and NULL-class
         rows run stacked in one batch and logits mix as u + s (c - u); then the training's
-        label-smoothing floor is removed (``remove_label_smoothing``, unless ``remove_smoothing_floor``
+        label-smoothing floor is removed (:meth:`drawable_logits`, unless ``remove_smoothing_floor``
         is false), then ``top_k`` / ``top_p``
         filtering and sampling at ``temperature``. Unset options come from ``config.sampling``;
         ``top_k=0`` / ``top_p=1`` switch a saved filter off. ``progress(i, N)`` is called after each token.
@@ -114,7 +114,6 @@ class ARTransformer(GeneratorModel):
         settings = self.sampling_settings(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p,
                                           remove_smoothing_floor=remove_smoothing_floor)
         cfg_scale, temperature = settings["cfg_scale"], settings["temperature"]
-        smoothing = self.config.label_smoothing if settings["remove_smoothing_floor"] else 0.0
         top_k, top_p = settings["top_k"], settings["top_p"]
         ids = self.class_id_tensor(class_ids)
         batch = ids.shape[0]
@@ -134,7 +133,7 @@ class ARTransformer(GeneratorModel):
             logits = logits.float()
             if guided:
                 logits = apply_guidance(*logits.chunk(2), cfg_scale)
-            logits = remove_label_smoothing(logits, smoothing)
+            logits = self.drawable_logits(logits, settings)
             sampled = sample_top_k_top_p(logits, temperature, top_k, top_p, generator)
             tokens = torch.cat([tokens, sampled[:, None]], dim=1)
             if progress is not None:

@@ -13,7 +13,7 @@ from runkit.pretrained import CONFIG_FILE, Pretrained
 
 from .attention import check_kernel, resolve_backend
 from .config import FORMAT_VERSION, GeneratorConfig
-from .sampling import RandomSource
+from .sampling import RandomSource, remove_label_smoothing
 
 
 class LossOutput(NamedTuple):
@@ -146,6 +146,13 @@ class GeneratorModel(Pretrained, nn.Module):
         if settings["num_steps"] is None:
             settings["num_steps"] = self.default_num_steps
         return settings
+
+    def drawable_logits(self, logits: Tensor, settings: dict[str, Any]) -> Tensor:
+        """Logits (..., V) to sample from: without the training's label-smoothing floor
+        (``remove_label_smoothing``) unless ``settings["remove_smoothing_floor"]`` is false."""
+        if not settings["remove_smoothing_floor"]:
+            return logits
+        return remove_label_smoothing(logits, self.config.label_smoothing)
 
     def generate(self, class_ids: Sequence[int] | Tensor, num_steps: int | None = None,
                  cfg_scale: float | None = None, temperature: float | None = None, generator: RandomSource = None,

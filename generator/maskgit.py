@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from .base import GeneratorModel, LossOutput, register_generator
 from .config import GeneratorConfig
-from .sampling import (RandomSource, apply_guidance, guidance_scale, masked_after_step, remove_label_smoothing,
-                       sample_from_logits, select_to_remask, training_mask)
+from .sampling import (RandomSource, apply_guidance, guidance_scale, masked_after_step, sample_from_logits,
+                       select_to_remask, training_mask)
 from .transformer import ClassEmbedding, Transformer, drop_labels, init_weights
 
 DEFAULT_STEPS = 12
@@ -80,7 +80,7 @@ class MaskGIT(GeneratorModel):
         """Iterative parallel decoding -> token indices (B, N) int64.
 
         Each of ``num_steps`` steps samples every masked position at ``temperature`` from the
-        distribution without the training's label-smoothing floor (``remove_label_smoothing``; with it
+        distribution without the training's label-smoothing floor (:meth:`drawable_logits`; with it
         where ``remove_smoothing_floor`` is false), then
         masks again the least confident ones (log p + annealed ``choice_temperature`` x Gumbel) so
         that the masked count follows the cosine schedule. Guidance scale per step follows
@@ -94,7 +94,6 @@ class MaskGIT(GeneratorModel):
         num_steps = settings["num_steps"]
         cfg_scale, temperature = settings["cfg_scale"], settings["temperature"]
         guidance_schedule, choice_temperature = settings["guidance_schedule"], settings["choice_temperature"]
-        smoothing = self.config.label_smoothing if settings["remove_smoothing_floor"] else 0.0
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
         ids = self.class_id_tensor(class_ids)
@@ -102,7 +101,7 @@ class MaskGIT(GeneratorModel):
         masked = torch.ones_like(tokens, dtype=torch.bool)
         for step in range(num_steps):
             scale = guidance_scale(step, num_steps, cfg_scale, guidance_schedule)
-            logits = remove_label_smoothing(self.guided_logits(tokens, ids, scale).float(), smoothing)
+            logits = self.drawable_logits(self.guided_logits(tokens, ids, scale).float(), settings)
             sampled = torch.where(masked, sample_from_logits(logits, temperature, generator), tokens)
             log_probs = (logits / temperature if temperature > 0 else logits).log_softmax(dim=-1)
             log_confidence = log_probs.gather(-1, sampled[..., None])[..., 0]

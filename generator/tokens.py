@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from runkit.cli import loader_workers
 from runkit.fileio import atomic_write
-from imagedata import random_affine
+from imagedata import background_of, random_affine
 
 MANIFEST_FILE = "manifest.json"
 CACHE_FORMAT_VERSION = 1
@@ -189,7 +189,7 @@ def tokenize_to_cache(tokenizer: Any, dataset: Dataset, directory: str | os.Path
                                 shuffle=False, num_workers=loader_workers(num_workers))
             shard_indices, shard_labels = [], []
             jitter = torch.Generator().manual_seed(JITTER_SEED + shard)
-            background = float(getattr(dataset, "background", -1.0))
+            background = background_of(dataset)
             for images, labels in loader:
                 images = images.to(device)
                 with torch.no_grad():

@@ -9,7 +9,7 @@ dataset yields ``(image (3,S,S) float in [-1,1], label int)`` and exposes ``clas
 :mod:`.digits`, :mod:`.scikit_photos`).
 """
 
-from .augment import random_affine
+from .augment import background_of, random_affine
 from .build import build_dataset
 from .digits import DIGIT_NAMES, DigitsDataset
 from .emoji_dataset import EmojiDataset
@@ -27,6 +27,7 @@ __all__ = [
     "SubsetDataset",
     "stack_dataset",
     "random_affine",
+    "background_of",
     "DIGIT_NAMES",
     "build_dataset",
     "write_tar_index",

@@ -8,14 +8,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+BLACK = -1.0  # the jitter fill of a dataset that names no ``background``
+
+
+def background_of(dataset: object) -> float:
+    """The pixel value ``dataset`` jitters with: its ``background`` attribute, black for one that has none
+    (a user's own dataset class)."""
+    return float(getattr(dataset, "background", BLACK))
+
 
 def random_affine(images: Tensor, generator: torch.Generator, max_degrees: float = 10.0,
                   max_scale: float = 0.1, max_shift: float = 0.08, hflip: bool = False,
-                  fill: float = -1.0) -> Tensor:
+                  fill: float = BLACK) -> Tensor:
     """Small random rotation, scale and shift (and optional horizontal flip) per image; (B,3,H,W) -> same.
 
     Shifts are fractions of the image side. Pixels moved in from outside get ``fill``: the dataset's
-    background (its ``background`` attribute: -1 black for digits, +1 white for emoji), so a jittered
+    background (:func:`background_of`: -1 black for digits, +1 white for emoji), so a jittered
     image shows no border a real one never has.
     """
     batch = images.shape[0]

@@ -179,8 +179,6 @@ def _deb_field(deb: Path, field: str) -> str:
     return _run(["dpkg-deb", "-f", str(deb), field], QUERY_TIMEOUT_S, f"reading {field} of {deb.name}").stdout.strip()
 
 
-
-
 def _entry_name(name: str, version: str) -> str:
     # An epoch's colon ("4:5.27.5-2") is awkward in paths; apt itself writes it as %3a.
     return f"{name}_{version.replace(':', '%3a')}"

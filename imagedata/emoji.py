@@ -235,8 +235,6 @@ class PngFolderRenderer:
             return fit_glyph(image)
 
 
-
-
 def _run(args: list[str], cwd: Path, what: str) -> None:
     try:
         result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)

@@ -363,8 +363,6 @@ def split_of(sha256: str, package: str, unseen: str | None, val_fraction: float)
     return "val" if int(sha256[:16], 16) / 2**64 < val_fraction else "train"
 
 
-
-
 def _common_folder(paths: Sequence[str]) -> str:
     """The folder (with a trailing /) that all ``paths`` share, or ''."""
     folders = [path.split("/")[:-1] for path in paths]

@@ -57,8 +57,6 @@ SPLITS = ("train", "val")
 OWN_ENTRIES = {"train", "val", "SOURCES.md", "manifest.json"}
 
 
-
-
 def _package_version(name: str) -> str | None:
     try:
         return version(name)

@@ -16,11 +16,13 @@ from torch.utils.data import Dataset
 
 from runkit.images import ImageDecodeError, load_image, pil_to_tensor
 
+from .augment import BLACK
+
 
 class SkippingImageDataset(Dataset):
     """Shared bad-file policy: warn, count, and deterministically return the next good sample."""
 
-    background = -1.0  # what jitter (imagedata.random_affine) fills uncovered pixels with: black unless overridden
+    background = BLACK  # what jitter (imagedata.random_affine) fills uncovered pixels with, unless overridden
 
     def __init__(self, image_size: int, train: bool, max_pixels: int | None, hflip: bool):
         if image_size <= 0:

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .augment import background_of
+
 
 def evenly_spaced(total: int, count: int) -> list[int]:
     """``min(count, total)`` distinct indices spread evenly over range(total), first and last included.
@@ -39,7 +41,7 @@ class SubsetDataset(Dataset):
     num_classes = property(lambda self: self.dataset.num_classes)
     skipped = property(lambda self: self.dataset.skipped)
     skipped_files = property(lambda self: self.dataset.skipped_files)
-    background = property(lambda self: getattr(self.dataset, "background", -1.0))
+    background = property(lambda self: background_of(self.dataset))
 
     def __len__(self) -> int:
         return len(self.indices)

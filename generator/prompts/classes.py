@@ -175,8 +175,6 @@ def read_synset_names(path: str | os.PathLike) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- emoji
-
-
 def emoji_lexicon_from_manifest(manifest_path: str | os.PathLike) -> dict:
     """The emoji lexicon of a dataset manifest (``python -m imagedata.prepare emoji``'s manifest.json).
 
