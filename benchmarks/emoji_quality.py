@@ -51,8 +51,9 @@ from evaluation.metrics import compute_feature_statistics, save_reference_statis
 from generator import load_generator  # noqa: E402
 from generator.gfid import compute_metrics  # noqa: E402
 from generator.gfid.reference import Reference  # noqa: E402
-from generator.memorization import (REAL_DRAWS, RealSets, duplicate_threshold, exact_copies,  # noqa: E402
-                                    load_real_sets, memorization_report, near_duplicate_rate, thumbnails)
+from generator.memorization import (REAL_DRAWS, RealSets, draw_per_class, duplicate_threshold,  # noqa: E402
+                                    exact_copies, load_real_sets, memorization_report,
+                                    near_duplicates_size_matched, thumbnails)
 from imagedata import build_dataset, stack_dataset  # noqa: E402
 from runkit.fileio import atomic_write  # noqa: E402
 from runkit.images import tensor_to_uint8  # noqa: E402
@@ -141,49 +142,6 @@ def in_classes(labels: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- metrics
-def draw_per_class(labels: torch.Tensor, counts: Mapping[int, int], generator: torch.Generator) -> torch.Tensor:
-    """Indices of ``counts[c]`` items of each class c, drawn without replacement (raises when a class has fewer)."""
-    picks = []
-    for label, count in counts.items():
-        members = (labels == label).nonzero().flatten()
-        if count > len(members):
-            raise ValueError(f"class {label}: {count} items asked, {len(members)} available")
-        picks.append(members[torch.randperm(len(members), generator=generator)[:count]])
-    return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
-
-
-def near_duplicates_size_matched(features: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor,
-                                 pool_labels: torch.Tensor, seed: int = 0, draws: int = REAL_DRAWS) -> dict[str, Any]:
-    """Near-duplicate rate of samples (N, D) beside real pool items (M, D) at the same count per class.
-
-    One threshold (:func:`generator.memorization.duplicate_threshold` of the pool). Per class of the samples,
-    k_c = min(samples, pool items) (classes with k_c < 2 left out); each draw takes k_c samples and k_c pool items
-    of every class without replacement; the rates are means over ``draws`` draws (seeds ``seed``...).
-    """
-    if features.shape[1:] != pool.shape[1:]:
-        raise ValueError(f"samples of {tuple(features.shape[1:])} vs real items of {tuple(pool.shape[1:])}: "
-                         "compare in the same space")
-    threshold = duplicate_threshold(pool, pool_labels)
-    counts = {}
-    for label in labels.unique().tolist():
-        k = min(int((labels == label).sum()), int((pool_labels == label).sum()))
-        if k >= 2:
-            counts[label] = k
-    if not counts:
-        raise ValueError("no class has two samples and two real items")
-    generated, real = [], []
-    for draw in range(draws):
-        rng = torch.Generator().manual_seed(seed + draw)
-        pick = draw_per_class(labels, counts, rng)
-        generated.append(near_duplicate_rate(features[pick], labels[pick], threshold))
-        pick = draw_per_class(pool_labels, counts, rng)
-        real.append(near_duplicate_rate(pool[pick], pool_labels[pick], threshold))
-    return {"near_duplicate_rate": near_duplicate_rate(features, labels, threshold),
-            "near_duplicate_rate_matched": float(np.mean(generated)),
-            "near_duplicate_rate_real": float(np.mean(real)), "duplicate_threshold": threshold,
-            "matched_images": sum(counts.values()), "matched_classes": len(counts)}
-
-
 def fid_at_counts(images: torch.Tensor, labels: torch.Tensor, counts: Mapping[int, int], reference: Reference,
                   features: FeatureSpace, draws: int, seed: int = 0) -> tuple[float, float, list[float]]:
     """FID of ``counts[c]`` images of each class c (uint8 images, drawn without replacement; a class with fewer

@@ -15,12 +15,14 @@ a high class accuracy and a fair FID on small data. These measure what those hid
 Distances are RMS pixel differences of thumbnails (at most 32 px, values in [0, 1]): literal
 closeness, which is what copying and collapse are about. :func:`near_duplicates_beside_real`
 takes any per-image vectors, e.g. digits mapped back to their own 8×8 space
-(:mod:`evaluation.digit_space`).
+(:mod:`evaluation.digit_space`); :func:`near_duplicates_size_matched` is the same measure where real
+classes can be smaller than the samples' (emoji): both sides drawn at min(samples, real) a class.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -132,6 +134,49 @@ def near_duplicates_beside_real(features: Tensor, labels: Tensor, real: Tensor, 
     return {"near_duplicate_rate": near_duplicate_rate(features, labels, threshold),
             "near_duplicate_rate_real": float(np.mean(real_rates)), "duplicate_threshold": threshold,
             "real_per_class": min(per_class, int(torch.bincount(real_labels).max()))}
+
+
+def draw_per_class(labels: Tensor, counts: Mapping[int, int], generator: torch.Generator) -> Tensor:
+    """Indices of ``counts[c]`` items of each class c, drawn without replacement (raises when a class has fewer)."""
+    picks = []
+    for label, count in counts.items():
+        members = (labels == label).nonzero().flatten()
+        if count > len(members):
+            raise ValueError(f"class {label}: {count} items asked, {len(members)} available")
+        picks.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
+
+
+def near_duplicates_size_matched(features: Tensor, labels: Tensor, pool: Tensor, pool_labels: Tensor,
+                                 seed: int = 0, draws: int = REAL_DRAWS) -> dict[str, float]:
+    """Near-duplicate rate of samples (N, D) beside real pool items (M, D) at the same count per class.
+
+    One threshold (:func:`duplicate_threshold` of the pool). Per class of the samples,
+    k_c = min(samples, pool items) (classes with k_c < 2 left out); each draw takes k_c samples and k_c pool items
+    of every class without replacement; the rates are means over ``draws`` draws (seeds ``seed``...).
+    """
+    if features.shape[1:] != pool.shape[1:]:
+        raise ValueError(f"samples of {tuple(features.shape[1:])} vs real items of {tuple(pool.shape[1:])}: "
+                         "compare in the same space")
+    threshold = duplicate_threshold(pool, pool_labels)
+    counts = {}
+    for label in labels.unique().tolist():
+        k = min(int((labels == label).sum()), int((pool_labels == label).sum()))
+        if k >= 2:
+            counts[label] = k
+    if not counts:
+        raise ValueError("no class has two samples and two real items")
+    generated, real = [], []
+    for draw in range(draws):
+        rng = torch.Generator().manual_seed(seed + draw)
+        pick = draw_per_class(labels, counts, rng)
+        generated.append(near_duplicate_rate(features[pick], labels[pick], threshold))
+        pick = draw_per_class(pool_labels, counts, rng)
+        real.append(near_duplicate_rate(pool[pick], pool_labels[pick], threshold))
+    return {"near_duplicate_rate": near_duplicate_rate(features, labels, threshold),
+            "near_duplicate_rate_matched": float(np.mean(generated)),
+            "near_duplicate_rate_real": float(np.mean(real)), "duplicate_threshold": threshold,
+            "matched_images": sum(counts.values()), "matched_classes": len(counts)}
 
 
 @dataclass

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from generator.memorization import duplicate_threshold, near_duplicate_rate
+from generator.memorization import (draw_per_class, duplicate_threshold, near_duplicate_rate,
+                                    near_duplicates_size_matched)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_near_duplicates_are_size_matched_and_never_drawn_with_replacement(quali
     pool = torch.cat([base, base + 1e-3 * torch.randn(15, 12, generator=rng), torch.rand(5, 12, generator=rng)])
     pool_labels = torch.tensor([0] * 30 + [1] * 5)
     samples, labels = spread([10, 10], seed=1)
-    honest = quality.near_duplicates_size_matched(samples, labels, pool, pool_labels, seed=0)
+    honest = near_duplicates_size_matched(samples, labels, pool, pool_labels, seed=0)
     assert honest["matched_images"] == 10 + 5 and honest["matched_classes"] == 2
     assert honest["duplicate_threshold"] == pytest.approx(duplicate_threshold(pool, pool_labels))
     assert honest["duplicate_threshold"] < 0.01 and honest["near_duplicate_rate_real"] > 0
@@ -48,7 +49,7 @@ def test_near_duplicates_are_size_matched_and_never_drawn_with_replacement(quali
     # 5 of them are drawn, so 5/15 of the matched samples.
     collapsed = samples.clone()
     collapsed[labels == 1] = samples[labels == 1][:1]
-    bad = quality.near_duplicates_size_matched(collapsed, labels, pool, pool_labels, seed=0)
+    bad = near_duplicates_size_matched(collapsed, labels, pool, pool_labels, seed=0)
     assert bad["near_duplicate_rate"] == pytest.approx(0.5)
     assert bad["near_duplicate_rate_matched"] == pytest.approx(5 / 15)
     assert bad["near_duplicate_rate_real"] == honest["near_duplicate_rate_real"]  # depends on the pool alone
@@ -58,13 +59,13 @@ def test_near_duplicates_are_size_matched_and_never_drawn_with_replacement(quali
     # Every class smaller than the samples: each draw takes all real items, once each (with replacement a draw
     # would hold exact copies, flagged as near duplicates).
     small, small_labels = spread([6, 5], seed=2)
-    result = quality.near_duplicates_size_matched(samples, labels, small, small_labels, seed=0)
+    result = near_duplicates_size_matched(samples, labels, small, small_labels, seed=0)
     threshold = duplicate_threshold(small, small_labels)
     assert result["near_duplicate_rate_real"] == pytest.approx(near_duplicate_rate(small, small_labels, threshold))
     assert result["near_duplicate_rate_real"] < 1
 
 
-def test_size_matching_keeps_an_honest_generator_at_the_real_rate(quality):
+def test_size_matching_keeps_an_honest_generator_at_the_real_rate():
     # Samples from the real distribution (clustered, so near duplicates occur), 40 a class, while the real data
     # have 20 a class: over all 40 the samples find a close neighbour more often than real data over their 20.
     classes, centres_per_class = 30, 30
@@ -78,18 +79,18 @@ def test_size_matching_keeps_an_honest_generator_at_the_real_rate(quality):
 
     pool, pool_labels = draw(20, 101)
     samples, labels = draw(40, 201)
-    result = quality.near_duplicates_size_matched(samples, labels, pool, pool_labels, seed=0)
+    result = near_duplicates_size_matched(samples, labels, pool, pool_labels, seed=0)
     assert result["matched_images"] == classes * 20
     assert result["near_duplicate_rate"] > 1.5 * result["near_duplicate_rate_real"]  # unmatched: a false alarm
     assert 0.77 < result["near_duplicate_rate_matched"] / result["near_duplicate_rate_real"] < 1.3
 
 
-def test_draw_per_class_respects_counts_and_refuses_too_many(quality):
+def test_draw_per_class_respects_counts_and_refuses_too_many():
     labels = torch.tensor([0, 0, 0, 1, 1, 2])
-    pick = quality.draw_per_class(labels, {0: 2, 2: 1}, torch.Generator().manual_seed(0))
+    pick = draw_per_class(labels, {0: 2, 2: 1}, torch.Generator().manual_seed(0))
     assert sorted(labels[pick].tolist()) == [0, 0, 2] and len(set(pick.tolist())) == 3
     with pytest.raises(ValueError, match="class 1: 3 items asked, 2 available"):
-        quality.draw_per_class(labels, {1: 3}, torch.Generator())
+        draw_per_class(labels, {1: 3}, torch.Generator())
 
 
 # ------------------------------------------------------------------------------ classes and verdict
@@ -162,7 +163,7 @@ def emoji_models(tmp_path_factory):
     from tokenizer import FlowMo, FlowMoConfig
 
     tmp = tmp_path_factory.mktemp("emoji")
-    root = fake_emoji(tmp / "emoji")
+    fake_emoji(tmp / "emoji")
     torch.manual_seed(0)
     teacher = FlowMo(FlowMoConfig.preset("tiny"))
     teacher.config.decode.steps, teacher.config.decode.cfg = 2, 1.0
