@@ -3,7 +3,7 @@ or few-step decoding (stage=distill, :mod:`tokenizer.distill`).
 
     python -m tokenizer.train experiment=digits                      # CPU, minutes
     python -m tokenizer.train experiment=digits stage=1b init_from=<stage-1A run dir>
-    python -m tokenizer.train experiment=digits_distill init_from=app/weights/tokenizer
+    python -m tokenizer.train experiment=digits_distill init_from=<stage-1B run dir>
     accelerate launch -m tokenizer.train experiment=imagenet_lo_stage1a
 
 The run directory holds the resolved config, TensorBoard logs (tb/), reconstruction grids
