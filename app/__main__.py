@@ -44,7 +44,8 @@ def main(cfg: DictConfig) -> None:
     pipeline = DemoPipeline.load(
         _path(cfg.tokenizer.checkpoint), cfg.tokenizer.preset, _path(cfg.generator.maskgit), _path(cfg.generator.ar),
         photo_tokenizer=_optional_path(cfg.tokenizer.photo_checkpoint),
-        weights_dir=_path(cfg.weights_dir) or DEFAULT_WEIGHTS_DIR, settings=settings)
+        weights_dir=_path(cfg.weights_dir) or DEFAULT_WEIGHTS_DIR, settings=settings,
+        generation_tokenizer=_path(cfg.tokenizer.generation_checkpoint))
     print(pipeline.status(), flush=True)
     compile_choice = pipeline.compile_choice()
     print(f"compile: {'on, in the background' if compile_choice.value else 'off'} ({compile_choice.reason})",

@@ -2,8 +2,9 @@
 
 A domain names its weights, folders under the weights directory (a tokenizer, whose
 ``<name>_distilled/`` student is preferred when present, a MaskGIT and/or an AR generator, a
-metric classifier), the data its Evaluate tab compares with, and the example prompts of its
-Generate tab. Its Reconstruct hint and examples are the tokenizer's (:data:`app.models.TOKENIZER_DOMAINS`,
+metric classifier, and optionally a generation tokenizer: the same encoder and tokens with a decoder
+trained to sample rather than to average, through which Generate and Evaluate decode), the data its
+Evaluate tab compares with, and the example prompts of its Generate tab. Its Reconstruct hint and examples are the tokenizer's (:data:`app.models.TOKENIZER_DOMAINS`,
 keyed by the domain name). A domain is offered only when its tokenizer and at least one generator
 are there; its models load on first use (:class:`app.pipeline.DemoPipeline`), so a domain nobody
 picks costs nothing. ``domains`` in ``configs/app.yaml`` overrides any field of these defaults.
@@ -30,6 +31,11 @@ class DomainSpec:
     maskgit: str | None = None  # folder of the MaskGIT generator (None: none)
     ar: str | None = None  # folder of the AR generator (None: none)
     classifier: str | None = None  # folder of the metric classifier whose features the Evaluate tab uses
+    # Folder of a tokenizer with the same encoder whose decoder samples (distilled toward the teacher's own
+    # samples): generated tokens decode through it; None or not there: through ``tokenizer``. A decoder
+    # trained toward the image averages near neighbours together (best for reconstruction); one trained
+    # toward samples keeps their variety (best for generation).
+    generation_tokenizer: str | None = None
     data: Mapping[str, Any] | None = None  # dataset config (imagedata.build_dataset) of Evaluate's reference
     prompts: tuple[str, ...] = ()  # example prompts of the Generate tab; the first is the prompt box's hint
     first_generator: str = "maskgit"  # the generator the tabs select first ("maskgit" / "ar"): the better one
@@ -64,6 +70,13 @@ class DomainSpec:
     def tokenizer_dir(self, weights_dir: str | Path) -> Path:
         """The tokenizer folder, or its distilled few-step student ``<folder>_distilled`` when that is there."""
         return embedded_tokenizer_dir(Path(weights_dir), self.tokenizer)
+
+    def generation_tokenizer_dir(self, weights_dir: str | Path) -> Path | None:
+        """The generation tokenizer's folder (its ``_distilled`` student preferred) when it is there, else None."""
+        if not self.generation_tokenizer:
+            return None
+        path = embedded_tokenizer_dir(Path(weights_dir), self.generation_tokenizer)
+        return path if path.is_dir() else None
 
     def missing(self, weights_dir: str | Path) -> list[str]:
         """What keeps this domain from being offered: its tokenizer, or every one of its generators."""
@@ -123,6 +136,7 @@ DEFAULT_DOMAINS: dict[str, DomainSpec] = {
     "emoji": DomainSpec(
         name="emoji", label="Emoji", tokenizer="emoji_tokenizer", maskgit="emoji_maskgit", ar="emoji_ar",
         classifier="emoji_classifier", data={"name": "emoji", "root": "data/emoji", "val_split": "val"},
+        generation_tokenizer="emoji_tokenizer_sampling",
         prompts=("a cat", "pizza", "rocket", "red heart", "a flag"), first_generator="ar"),
 }
 

@@ -61,18 +61,19 @@ def evaluate(models: LoadedModels, settings: DemoSettings, work_dir: Path, num_s
     num_samples = check_int("number of samples", num_samples, MIN_EVAL_SAMPLES, limits.max_eval_samples)
     steps, cfg, temperature = check_generate(models, limits, generator, steps, cfg, temperature)
     seed = check_seed(seed)
-    decode_steps, decode_cfg = check_decode(limits, models.tokenizer, decode_steps, decode_cfg)
+    decode_steps, decode_cfg = check_decode(limits, models.generation_decoder, decode_steps, decode_cfg)
     reference = _reference(models, settings)
     features = _features(models, settings)
     gen_kwargs = {"num_steps": steps, "cfg_scale": cfg, "temperature": temperature}
     dec_kwargs = {"steps": decode_steps, "cfg": decode_cfg}
-    run_settings = {"generator": models.generator_sources[slot], "tokenizer": models.tokenizer_source,
+    run_settings = {"generator": models.generator_sources[slot],
+                    "tokenizer": models.generation_tokenizer_source or models.tokenizer_source,
                     "generate": gen_kwargs, "decode": dec_kwargs, "dtype": settings.dtype,
                     "reference": reference if isinstance(reference, dict) else str(reference),
                     "features": features.tag}
     key = hashlib.sha256(json.dumps([run_settings, num_samples, seed], sort_keys=True).encode()).hexdigest()[:16]
     out_dir = work_dir / "eval" / f"{slot}-n{num_samples}-{key}"
-    sample_fn = make_sample_fn(models.generators[slot], models.tokenizer, gen_kwargs, dec_kwargs)
+    sample_fn = make_sample_fn(models.generators[slot], models.generation_decoder, gen_kwargs, dec_kwargs)
 
     def sample(class_ids: Tensor, seeds: Tensor) -> tuple[Tensor, Tensor]:
         with torch.inference_mode():

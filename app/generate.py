@@ -51,6 +51,7 @@ def generate(models: LoadedModels, limits: DemoLimits, work_dir: Path, classes: 
              progress: ProgressFn | None = None) -> GenerationResult:
     """Class ids or names -> generated images (class by class, samples_per_class each).
 
+    The tokens decode through the set's generation decoder (its sampling decoder when it has one).
     Generator and decoder settings left None come from the models' saved defaults (as everywhere here);
     the downloads go to a folder of their own under ``work_dir``.
     """
@@ -65,9 +66,9 @@ def generate(models: LoadedModels, limits: DemoLimits, work_dir: Path, classes: 
                          f"images; at most {limits.max_batch} per request (limits.max_batch)")
     steps, cfg, temperature = check_generate(models, limits, generator, steps, cfg, temperature)
     seed = check_seed(seed)
-    decode_steps, decode_cfg = check_decode(limits, models.tokenizer, decode_steps, decode_cfg)
+    decode_steps, decode_cfg = check_decode(limits, models.generation_decoder, decode_steps, decode_cfg)
 
-    pipe = Pipeline(models.generators[slot], models.tokenizer)
+    pipe = Pipeline(models.generators[slot], models.generation_decoder)
     out = pipe.generate([c for c in class_ids for _ in range(per_class)], seed=seed, decode_steps=decode_steps,
                         decode_cfg=decode_cfg, batch_size=limits.max_batch, progress=progress, num_steps=steps,
                         cfg_scale=cfg, temperature=temperature)

@@ -5,13 +5,15 @@ digits, emoji), or any checkpoint a user points at. An extra photo tokenizer
 (``app/weights/photo_tokenizer/`` when it is there) is offered for reconstruction only: no
 generator was trained on its tokens. Where an embedded tokenizer has a
 distilled few-step version beside it (``<name>_distilled/``: same encoder, same tokens, a decoder
-trained to sample in 1-2 network evaluations), the demo loads that one.
+trained to sample in 1-2 network evaluations), the demo loads that one. A set may also hold a generation
+tokenizer (the same encoder and tokens, a decoder trained toward its teacher's samples rather than the
+image): generated tokens decode through it, images the user gives through the tokenizer.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -72,7 +74,7 @@ def tokenizer_domain(name: str) -> TokenizerDomain:
 class LoadedModels:
     """One consistent set of models; requests take a snapshot so a reload never mixes sets."""
 
-    tokenizer: Any  # tokenizer.FlowMo: the generators' tokenizer
+    tokenizer: Any  # tokenizer.FlowMo: the generators' tokenizer; Reconstruct and Tokens decode through it
     tokenizer_source: str
     generators: dict[str, Any]  # "maskgit" / "ar" -> generator model
     generator_sources: dict[str, str]
@@ -83,6 +85,14 @@ class LoadedModels:
     warnings: tuple[str, ...] = ()  # shown in the status line: e.g. a generator trained on another tokenizer
     domain: str | None = None  # the embedded domain this set is (app.domains); None: loaded from checkpoints
     weights_dir: str | None = None  # where an embedded set came from (the other domains load from there too)
+    generation_tokenizer: Any = None  # FlowMo with the tokenizer's encoder and a sampling decoder; None: tokenizer
+    generation_tokenizer_source: str | None = None
+
+    @property
+    def generation_decoder(self) -> Any:
+        """The FlowMo that generated tokens decode through (Generate, Evaluate): the generation tokenizer when
+        the set has one, else the tokenizer."""
+        return self.tokenizer if self.generation_tokenizer is None else self.generation_tokenizer
 
     @property
     def num_classes(self) -> int:
@@ -146,6 +156,17 @@ def tokenizer_choice(models: LoadedModels, tokenizer: str | None = None) -> Toke
                            num_indices=model.config.num_indices)
 
 
+def generation_decoder_choice(models: LoadedModels) -> TokenizerChoice:
+    """The decoder generated tokens go through, as the Generate and Evaluate tabs show it: the main
+    tokenizer's choice, with the generation tokenizer's decoder defaults when the set has one."""
+    choice = tokenizer_choice(models)
+    if models.generation_tokenizer is None:
+        return choice
+    defaults = models.generation_tokenizer.config.decode
+    return replace(choice, label=f"{choice.label} (sampling decoder)", decode_steps=defaults.steps,
+                   decode_cfg=defaults.cfg)
+
+
 def evaluations_text(count: int) -> str:
     """'1 network evaluation' / '4 network evaluations': a decode's cost in words."""
     return f"{count} network evaluation{'' if count == 1 else 's'}"
@@ -181,18 +202,38 @@ def _load_generator(path: str | Path, slot: str, tokenizer, device: torch.device
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
+def _load_generation_tokenizer(path: str | Path, flowmo, tokenizer_path: str | Path, device: torch.device,
+                               dtype: torch.dtype):
+    """The generation tokenizer at ``path``, checked to make the loaded tokenizer's tokens (same architecture
+    and encoder weights), so the generators' tokens mean the same to its decoder."""
+    from generator.tokens import encoder_fingerprint
+
+    sampler = _load_tokenizer(path, None, device, dtype, option="tokenizer.generation_checkpoint=<dir>")
+    same = (sampler.config.architecture_hash() == flowmo.config.architecture_hash()
+            and encoder_fingerprint(sampler) == encoder_fingerprint(flowmo))
+    if not same:
+        raise ValueError(f"generation tokenizer {path} does not share the encoder of tokenizer {tokenizer_path}, so "
+                         "its decoder reads the tokens differently: give one distilled from that tokenizer "
+                         "(stage=distill keeps the encoder) or none")
+    return sampler
+
+
 def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | None = None,
                 maskgit: str | Path | None = None, ar: str | Path | None = None, *,
                 photo_tokenizer: str | Path | bool | None = None, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
                 settings: DemoSettings | None = None, domain: str | None = None,
-                domains: Mapping[str, DomainSpec] | None = None) -> LoadedModels:
-    """Load a tokenizer, up to two generators and the extra photo tokenizer.
+                domains: Mapping[str, DomainSpec] | None = None,
+                generation_tokenizer: str | Path | None = None) -> LoadedModels:
+    """Load a tokenizer, up to two generators, a generation tokenizer and the extra photo tokenizer.
 
     With no tokenizer path, everything comes from ``weights_dir``: the embedded models of ``domain``
     (default ``settings.domain``, "digits": ``tokenizer/``, ``maskgit/``, ``ar/``; "emoji":
-    ``emoji_tokenizer/``, ...; :mod:`app.domains`). With a tokenizer path, only the generators
-    given are loaded; none is fine (Reconstruct and Tokens still work). ``photo_tokenizer``:
-    None loads ``weights_dir/photo_tokenizer`` when it exists, a path loads that, False none.
+    ``emoji_tokenizer/``, ``emoji_tokenizer_sampling/``, ...; :mod:`app.domains`). With a tokenizer
+    path, only the generators given are loaded; none is fine (Reconstruct and Tokens still work).
+    ``generation_tokenizer``: a FlowMo with the tokenizer's encoder whose decoder generated tokens go
+    through (None: the domain's when it names one and it is there, else the tokenizer itself).
+    ``photo_tokenizer``: None loads ``weights_dir/photo_tokenizer`` when it exists, a path loads that,
+    False none.
     """
     settings = settings or DemoSettings()
     domains = settings.domains if domains is None else domains
@@ -213,11 +254,16 @@ def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | Non
         if maskgit in (None, "") and ar in (None, ""):
             sources = {slot: weights_dir / folder for slot, folder in spec.generators.items()
                        if (weights_dir / folder).is_dir()}
+            if generation_tokenizer in (None, ""):
+                generation_tokenizer = spec.generation_tokenizer_dir(weights_dir)
     for slot, path in (("maskgit", maskgit), ("ar", ar)):
         if path not in (None, ""):
             sources[slot] = path
     flowmo = _load_tokenizer(tokenizer, tokenizer_preset, device, dtype)
     generators = {slot: _load_generator(path, slot, flowmo, device, dtype) for slot, path in sources.items()}
+    sampler = None
+    if generation_tokenizer not in (None, "") and generators:
+        sampler = _load_generation_tokenizer(generation_tokenizer, flowmo, tokenizer, device, dtype)
     mismatches = []
     for slot, model in generators.items():
         message = model.other_tokenizer_warning(flowmo)
@@ -247,7 +293,8 @@ def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | Non
                         class_names=class_names, tokenizer_name=name, extra_tokenizers=extras,
                         extra_tokenizer_sources={name: str(path) for name, path in extra_sources.items()},
                         warnings=tuple(mismatches), domain=domain if whole else None,
-                        weights_dir=str(weights_dir) if whole else None)
+                        weights_dir=str(weights_dir) if whole else None, generation_tokenizer=sampler,
+                        generation_tokenizer_source=None if sampler is None else str(generation_tokenizer))
 
 
 def _count_parameters(model: torch.nn.Module) -> int:
@@ -263,6 +310,9 @@ def status_line(models: LoadedModels, settings: DemoSettings) -> str:
         parts.append(f"{tokenizer_domain(name).label} {_count_parameters(model) / 1e6:.2f}M params "
                      f"({sources[name]}): {tok.image_size}px, {tok.num_indices} tokens × vocab {tok.vocab_size}, "
                      f"{tok.bits_per_pixel:.4f} BPP, decodes in {evaluations_text(model.decode_evaluations())}")
+    if models.generation_tokenizer is not None:
+        parts.append(f"generated tokens decode through {models.generation_tokenizer_source} (sampling decoder, "
+                     f"{evaluations_text(models.generation_tokenizer.decode_evaluations())})")
     for slot, model in models.generators.items():
         parts.append(f"{GENERATOR_LABELS[slot]} {_count_parameters(model) / 1e6:.2f}M params")
     parts.append(f"{models.num_classes} classes" if models.generators else "no generator loaded")

@@ -32,8 +32,8 @@ from .checks import resolve_classes
 from .decoding import ProgressFn
 from .limits import check_int
 from .domains import available_domains, domain_unavailable_message
-from .models import (DEFAULT_WEIGHTS_DIR, GENERATOR_LABELS, LoadedModels, TokenizerChoice, load_models,
-                     status_line, tokenizer_choice, tokenizer_domain)
+from .models import (DEFAULT_WEIGHTS_DIR, GENERATOR_LABELS, LoadedModels, TokenizerChoice, generation_decoder_choice,
+                     load_models, status_line, tokenizer_choice, tokenizer_domain)
 from .picker import load_picked
 from .settings import DemoSettings
 
@@ -46,7 +46,8 @@ class DomainView:
     label: str
     class_names: list[str]
     generator_names: list[str]  # "MaskGIT", "AR"
-    tokenizer: TokenizerChoice  # the domain's tokenizer: Generate, Tokens and Evaluate decode with it
+    tokenizer: TokenizerChoice  # the domain's tokenizer: Reconstruct and Tokens decode with it
+    generation_decoder: TokenizerChoice  # what Generate and Evaluate decode with (a sampling decoder, or the same)
     prompts: list[str]  # example prompts that name its classes
     prompt_hint: str  # the prompt box's placeholder
     status: str
@@ -92,12 +93,14 @@ class DemoPipeline:
     def load(cls, tokenizer: str | None = None, tokenizer_preset: str | None = None, maskgit: str | None = None,
              ar: str | None = None, *, photo_tokenizer: str | bool | None = None,
              weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, settings: DemoSettings | None = None,
-             domain: str | None = None) -> "DemoPipeline":
+             domain: str | None = None, generation_tokenizer: str | None = None) -> "DemoPipeline":
         """Load the embedded models of ``domain`` (default ``settings.domain``) from ``weights_dir``, or the
-        checkpoints given (then there is no domain choice)."""
+        checkpoints given (then there is no domain choice; ``generation_tokenizer``: the FlowMo generated
+        tokens decode through, None: the tokenizer)."""
         settings = settings or DemoSettings()
         return cls(load_models(tokenizer, tokenizer_preset, maskgit, ar, photo_tokenizer=photo_tokenizer,
-                               weights_dir=weights_dir, settings=settings, domain=domain), settings)
+                               weights_dir=weights_dir, settings=settings, domain=domain,
+                               generation_tokenizer=generation_tokenizer), settings)
 
     # ------------------------------------------------------------------ model sets and domains
     @property
@@ -215,10 +218,10 @@ class DemoPipeline:
     def pipeline(self, generator: str | None = None, tokenizer: str | None = None,
                  domain: str | None = None) -> Pipeline:
         """The public pipeline the demo's operations run: a loaded generator (label or slot; None: none) over
-        the domain's tokenizer, or a loaded tokenizer (API name or label; None: the domain's) alone."""
+        the domain's generation decoder, or a loaded tokenizer (API name or label; None: the domain's) alone."""
         if generator is not None:
             models = self.models_for(domain)
-            return Pipeline(models.generators[models.resolve_generator(generator)], models.tokenizer)
+            return Pipeline(models.generators[models.resolve_generator(generator)], models.generation_decoder)
         models, name = self._tokenizer_models(tokenizer, domain)
         return Pipeline(None, models.tokenizers[name])
 
@@ -273,7 +276,8 @@ class DemoPipeline:
         return DomainView(
             name=models.domain, label=self.domain_label(models.domain) if models.domain else "Loaded models",
             class_names=list(models.class_names), generator_names=[GENERATOR_LABELS[s] for s in models.generators],
-            tokenizer=tokenizer_choice(models, models.tokenizer_name), prompts=prompts,
+            tokenizer=tokenizer_choice(models, models.tokenizer_name),
+            generation_decoder=generation_decoder_choice(models), prompts=prompts,
             prompt_hint=f"e.g. {example!r}" if example else "load a generator first", status=self.status(domain))
 
     # ------------------------------------------------------------------ compilation
@@ -295,11 +299,14 @@ class DemoPipeline:
 
         def work() -> None:
             try:
+                sampler = eager.generation_tokenizer
                 compiled = replace(eager, tokenizer=copy.deepcopy(eager.tokenizer),
-                                   generators={slot: copy.deepcopy(g) for slot, g in eager.generators.items()})
-                notes = compile_for_inference([compiled.tokenizer, *compiled.generators.values()])
+                                   generators={slot: copy.deepcopy(g) for slot, g in eager.generators.items()},
+                                   generation_tokenizer=None if sampler is None else copy.deepcopy(sampler))
+                notes = compile_for_inference([compiled.tokenizer, *compiled.generators.values(),
+                                               *([] if sampler is None else [compiled.generation_tokenizer])])
                 for model in compiled.generators.values():  # as the requests run
-                    Pipeline(model, compiled.tokenizer).generate([0])
+                    Pipeline(model, compiled.generation_decoder).generate([0])
                 if not compiled.generators:
                     size = compiled.tokenizer.config.image_size
                     Pipeline(None, compiled.tokenizer).reconstruct(torch.zeros(1, 3, size, size))

@@ -99,10 +99,10 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
         return gr.Dropdown(choices=names, value=names[0] if names else None)
 
     def sliders_update(domain_view) -> list:
-        """Every tab's generator and decoder slider values for a domain's models."""
+        """The generator and decoder slider values of the tabs that generate, for a domain's models."""
         names = domain_view.generator_names
         generator = generator_values(names[0] if names else None, domain_view.name)
-        decoder = d.decoder(domain_view.tokenizer)
+        decoder = d.decoder(domain_view.generation_decoder)
         return [*generator, *decoder]
 
     def token_examples(choice: TokenizerChoice) -> list[list[str]]:
@@ -216,9 +216,10 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                 gr.Slider(0, limits.max_cfg, value=cfg, step=0.1, label="Generator CFG"),
                 gr.Slider(0.05, limits.max_temperature, value=temperature, step=0.05, label="Temperature"))
 
-    def decoder_sliders() -> tuple[gr.Slider, gr.Slider]:
-        """The domain tokenizer's sampling controls, the same on every tab that decodes."""
-        steps, cfg = d.decoder(view.tokenizer)
+    def decoder_sliders(choice: TokenizerChoice) -> tuple[gr.Slider, gr.Slider]:
+        """A decoder's sampling controls: the generation decoder's on the tabs that generate, the tokenizer's
+        on those that decode the user's images."""
+        steps, cfg = d.decoder(choice)
         return (gr.Slider(1, limits.max_decode_steps, value=steps, step=1, label="Decoder steps"),
                 gr.Slider(0, limits.max_cfg, value=cfg, step=0.1, label="Decoder CFG"))
 
@@ -261,7 +262,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                                             label="Samples per class")
                         steps, cfg, temperature = generator_sliders()
                         seed = gr.Number(0, precision=0, label="Seed")
-                        dec_steps, dec_cfg = decoder_sliders()
+                        dec_steps, dec_cfg = decoder_sliders(view.generation_decoder)
                         gen_button = gr.Button("Generate", variant="primary")
                     with gr.Column(scale=2):
                         gen_images = gr.Image(label="Images", type="pil", format="png")
@@ -280,7 +281,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                         # A gallery, not gr.Examples: its images change with the tokenizer choice.
                         rec_examples = gr.Gallery(examples, label="Examples (click one)", columns=6, height="auto",
                                                   allow_preview=False, object_fit="contain", interactive=False)
-                        rec_steps, rec_cfg = decoder_sliders()
+                        rec_steps, rec_cfg = decoder_sliders(view.tokenizer)
                         rec_seed = gr.Number(0, precision=0, label="Seed")
                         rec_button = gr.Button("Reconstruct", variant="primary")
                     with gr.Column(scale=2):
@@ -307,7 +308,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                         fraction = gr.Slider(0, 1, value=0.25, step=0.01, label="randomize fraction")
                         alpha = gr.Slider(0, 1, value=0.5, step=0.01, label="mix alpha")
                         tok_seed = gr.Number(0, precision=0, label="Seed")
-                        tok_steps, tok_cfg = decoder_sliders()
+                        tok_steps, tok_cfg = decoder_sliders(view.tokenizer)
                         tok_button = gr.Button("Edit and decode", variant="primary")
                     with gr.Column(scale=2):
                         tok_images = gr.Image(label="Decoded", type="pil", format="png")
@@ -328,7 +329,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                         ev_gen = gr.Dropdown(generators, value=generators[0] if generators else None,
                                              label="Generator")
                         ev_steps, ev_cfg, ev_temperature = generator_sliders()
-                        ev_dec_steps, ev_dec_cfg = decoder_sliders()
+                        ev_dec_steps, ev_dec_cfg = decoder_sliders(view.generation_decoder)
                         ev_seed = gr.Number(0, precision=0, label="Seed")
                         ev_button = gr.Button("Evaluate", variant="primary")
                     with gr.Column(scale=2):

@@ -1,7 +1,9 @@
 """Do the emoji generators make recognisable, realistic, new and varied emoji? One table, beside real emoji.
 
     python benchmarks/emoji_quality.py          # app/weights/emoji_maskgit and emoji_ar, each decoded by the
-                                                # emoji tokenizer (4 steps) and by its 1-step student
+                                                # generation decoder (emoji_tokenizer_sampling, what the demo
+                                                # and the issue's numbers use) and by the reconstruction
+                                                # decoder (emoji_tokenizer)
     python benchmarks/emoji_quality.py --classes all
     python benchmarks/emoji_quality.py --generators runs/emoji_maskgit --tokenizers runs/emoji_tok \\
         --classifier runs/emoji_classifier --per-class 20 --out /tmp/emoji_quality
@@ -239,9 +241,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generators", nargs="+", default=["app/weights/emoji_maskgit", "app/weights/emoji_ar"])
     parser.add_argument("--tokenizers", nargs="+",
-                        default=["app/weights/emoji_tokenizer", "app/weights/emoji_tokenizer_distilled"],
-                        help="decoders, each at its saved settings; the first also tokenizes the training images "
-                             "for copy detection (a student keeps its teacher's encoder, so the tokens are the same)")
+                        default=["app/weights/emoji_tokenizer_sampling", "app/weights/emoji_tokenizer"],
+                        help="decoders, each at its saved settings (default: the generation decoder the demo uses, "
+                             "then the reconstruction decoder); the first also tokenizes the training images for "
+                             "copy detection (a student keeps its teacher's encoder, so the tokens are the same)")
     parser.add_argument("--classifier", default="app/weights/emoji_classifier")
     parser.add_argument("--root", default="data/emoji", help="python -m imagedata.prepare emoji")
     parser.add_argument("--classes", default="20",

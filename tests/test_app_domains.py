@@ -18,7 +18,7 @@ from PIL import Image
 import app.pipeline as pipeline_module
 from app.domains import DEFAULT_DOMAINS, DomainSpec, available_domains, domains_from_mapping
 from app.limits import DemoLimits
-from app.models import DEFAULT_WEIGHTS_DIR, EXAMPLES_DIR, load_models
+from app.models import DEFAULT_WEIGHTS_DIR, EXAMPLES_DIR, load_models, status_line
 from app.pipeline import DemoPipeline
 from app.settings import DemoSettings
 
@@ -27,6 +27,7 @@ from app_helpers import DIGIT_NAMES, MAIN_DECODE, PHOTO_DECODE, free_port, make_
 REPO = Path(__file__).resolve().parents[1]
 EMOJI_DATA = REPO / "data" / "emoji"
 EMOJI_DECODE = dict(steps=2, cfg=1.5)  # unlike the digits and photo stand-ins, so a test sees which one decoded
+SAMPLER_DECODE = dict(steps=4, cfg=1.0)  # the emoji generation tokenizer's: unlike every other
 EMOJI_EXAMPLES = [f"emoji_{n}.png" for n in ("cat", "flag", "heart", "pizza", "rocket", "tiger")]
 # The emoji dataset's 74 classes (Unicode subgroups, small ones merged; data/emoji/manifest.json), the list
 # the emoji generators carry and the shipped emoji prompt vocabulary is selected by.
@@ -63,9 +64,24 @@ needs_emoji_vocabulary = pytest.mark.skipif(not _emoji_vocabulary_shipped(),
                                             reason="the shipped emoji prompt vocabulary is not there")
 
 
+def make_sampling_tokenizer(tokenizer_dir: Path, out: Path, seed: int = 3, same_encoder: bool = True) -> Path:
+    """A tokenizer like the one in ``tokenizer_dir`` with another decoder (and SAMPLER_DECODE): what
+    stage=distill toward the teacher's samples makes; with ``same_encoder=False`` one of another encoder."""
+    from tokenizer import FlowMo, FlowMoConfig
+
+    teacher = FlowMo.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    student = FlowMo(FlowMoConfig.from_dict({**teacher.config.to_dict(), "decode": dict(SAMPLER_DECODE)}))
+    if same_encoder:
+        student.encoder.load_state_dict(teacher.encoder.state_dict())
+    student.save_pretrained(out)
+    return out
+
+
 def make_emoji_weights(directory: Path, seed: int = 2, classifier: bool = True) -> Path:
-    """Write emoji_tokenizer/, emoji_maskgit/ (no AR: the domains differ in their generators too) and
-    emoji_classifier/ as app/weights/ holds them, tiny: 16 tokens of 6 bits = 16 indices (digits: 32)."""
+    """Write emoji_tokenizer/, emoji_tokenizer_sampling/ (its generation tokenizer), emoji_maskgit/ (no AR:
+    the domains differ in their generators too) and emoji_classifier/ as app/weights/ holds them, tiny:
+    16 tokens of 6 bits = 16 indices (digits: 32)."""
     from evaluation.feature_classifier import ClassifierConfig, FeatureClassifier
     from generator import GeneratorConfig, MaskGIT
     from tokenizer import FlowMo
@@ -73,6 +89,7 @@ def make_emoji_weights(directory: Path, seed: int = 2, classifier: bool = True) 
     torch.manual_seed(seed)
     config = tiny_tokenizer_config(code_length=8, decode=dict(EMOJI_DECODE))
     FlowMo(config).save_pretrained(directory / "emoji_tokenizer")
+    make_sampling_tokenizer(directory / "emoji_tokenizer", directory / "emoji_tokenizer_sampling")
     MaskGIT(GeneratorConfig(model="maskgit", seq_len=config.num_indices, vocab_size=config.vocab_size,
                             num_classes=len(EMOJI_NAMES), class_names=EMOJI_NAMES, width=64, depth=1, num_heads=2,
                             tokenizer_hash=config.architecture_hash())).save_pretrained(directory / "emoji_maskgit")
@@ -240,6 +257,44 @@ def test_reconstruct_and_token_edits_use_the_domains_tokenizer(pipeline):
         pipeline.edit_tokens(cat, cat, "swap", start=0, end=32, domain="emoji")
 
 
+def test_generated_tokens_decode_through_the_domains_sampling_decoder(pipeline):
+    from generator import Pipeline
+
+    models = pipeline.models_for("emoji")
+    sampler = models.generation_tokenizer
+    assert sampler is not None and models.generation_decoder is sampler
+    assert pipeline.models_for("digits").generation_decoder is pipeline.models_for("digits").tokenizer  # names none
+    view = pipeline.view("emoji")
+    assert (view.generation_decoder.decode_steps, view.generation_decoder.decode_cfg) == tuple(SAMPLER_DECODE.values())
+    assert (view.tokenizer.decode_steps, view.tokenizer.decode_cfg) == tuple(EMOJI_DECODE.values())
+    assert "emoji_tokenizer_sampling (sampling decoder, 4 network evaluations)" in view.status
+    result = pipeline.generate(["heart"], "MaskGIT", samples_per_class=2, steps=2, seed=1, domain="emoji")
+    through_sampler = Pipeline(None, sampler).decode(result.indices, seed=1)
+    through_tokenizer = Pipeline(None, models.tokenizer).decode(result.indices, seed=1, **SAMPLER_DECODE)
+    assert torch.equal(result.images, through_sampler)
+    assert not torch.allclose(result.images, through_tokenizer, atol=1e-3)
+    assert torch.equal(pipeline.pipeline("MaskGIT", domain="emoji").generate([8, 8], seed=1, num_steps=2).images,
+                       result.images)  # the public pipeline the demo hands out decodes the same way
+    assert pipeline.reconstruct(EXAMPLES_DIR / "emoji_cat.png", domain="emoji").decode_steps == EMOJI_DECODE["steps"]
+
+
+def test_a_generation_tokenizer_must_share_the_encoder_and_may_be_absent(tmp_path, settings):
+    weights = make_emoji_weights(make_demo_weights(tmp_path / "weights"), classifier=False)
+    make_sampling_tokenizer(weights / "emoji_tokenizer", weights / "emoji_tokenizer_sampling", same_encoder=False)
+    with pytest.raises(ValueError, match=r"generation tokenizer .*emoji_tokenizer_sampling does not share the encoder "
+                                         r"of tokenizer .*emoji_tokenizer, so its decoder reads the tokens differently"):
+        load_models(domain="emoji", weights_dir=weights, settings=settings, photo_tokenizer=False)
+    shutil.rmtree(weights / "emoji_tokenizer_sampling")  # not shipped: generated tokens decode through the tokenizer
+    models = load_models(domain="emoji", weights_dir=weights, settings=settings, photo_tokenizer=False)
+    assert models.generation_tokenizer is None and models.generation_decoder is models.tokenizer
+    assert "sampling decoder" not in status_line(models, settings)
+    make_sampling_tokenizer(weights / "emoji_tokenizer", tmp_path / "mine")  # a set of checkpoints may name one
+    mine = load_models(weights / "emoji_tokenizer", maskgit=weights / "emoji_maskgit", settings=settings,
+                       photo_tokenizer=False, generation_tokenizer=tmp_path / "mine")
+    assert mine.generation_tokenizer is not None and mine.generation_tokenizer_source == str(tmp_path / "mine")
+    assert mine.generation_tokenizer.config.decode.steps == SAMPLER_DECODE["steps"]
+
+
 # ---------------------------------------------------------------------------- prompts
 def test_prompts_route_through_the_domains_class_list(pipeline):
     selection = pipeline.select_prompt("animal mammal and an arrow", domain="emoji")
@@ -395,6 +450,8 @@ def test_shipped_emoji_weights_load_and_fit_together():
     assert models.tokenizer.config.code_length * models.tokenizer.config.context_dim == 192
     for model in models.generators.values():
         assert model.config.tokenizer_hash == models.tokenizer.config.architecture_hash()
+        assert model.other_tokenizer_warning(models.generation_decoder) is None  # the same tokens
+    assert models.generation_tokenizer is not None and models.generation_decoder.config.decode.steps == 4
 
 
 # ---------------------------------------------------------------------------- the page
@@ -472,6 +529,8 @@ def test_switching_domain_in_the_page_updates_every_tab(served):
     tokenizer, hint, gallery = out[11:14]
     assert tokenizer == "emoji" and "emoji" in hint.lower() and _gallery_names(gallery) == EMOJI_EXAMPLES
     assert out[14:16] == [EMOJI_DECODE["steps"], EMOJI_DECODE["cfg"]]  # Reconstruct's decoder sliders
+    assert out[9:11] == [SAMPLER_DECODE["steps"], SAMPLER_DECODE["cfg"]]  # Generate's: the sampling decoder's
+    assert out[-3:-1] == [SAMPLER_DECODE["steps"], SAMPLER_DECODE["cfg"]]  # Evaluate's
     assert "Samples are scored in" in out[-1] or "⚠" in out[-1]  # Evaluate's plan for emoji
     back = _values(served.predict("digits", api_name="/select_domain"))
     assert back[0].startswith("Digits models") and back[4] == ["zero"] and back[11] == "digits"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,3 +254,18 @@ def test_rate_distortion_reads_the_emoji_splits(rate_distortion, emoji_models):
         rate_distortion.resolve_split(argparse.Namespace(data="digits", split="val"))
     args = rate_distortion.parse_args(["--checkpoint", "x", "--data", "emoji", "--split", "test_style"])
     assert rate_distortion.resolve_split(args) == "test_style"
+
+
+# ------------------------------------------------------------------------------ the demo's prompt grid
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / "app/weights/emoji_tokenizer_sampling").is_dir(),
+                    reason="emoji weights not shipped")
+def test_demo_prompt_grid_draws_each_prompt_through_the_demo(benchmark_module, tmp_path):
+    demo_prompts = benchmark_module("demo_prompts")
+    rows = demo_prompts.prompt_rows("emoji", "AR", ["red heart", "a flag"], samples=3, seed=0)
+    assert [(prompt, name, len(images)) for prompt, name, images in rows] == [
+        ("red heart", "heart", 3), ("a flag", "flag+subdivision-flag", 3)]
+    assert len({image.tobytes() for _, _, images in rows for image in images}) == 6  # six different samples
+    picture = demo_prompts.draw_rows(rows, scale=2)
+    assert picture.size == (demo_prompts.LABEL_WIDTH + 3 * (64 + 4), 2 * (64 + 4) + 4)
+    red = np.asarray(rows[0][2][0].convert("RGB"), dtype=float)
+    assert red[..., 0].mean() > red[..., 2].mean()  # a heart through the emoji decoder comes out red

@@ -101,7 +101,7 @@ def test_offline_a_repo_id_loads_from_the_hub_cache_and_a_folder_from_disk(kind,
 def test_the_shipped_weights_load_through_from_pretrained_unchanged():
     shipped = sorted(p.name for p in WEIGHTS.iterdir() if (p / CONFIG_FILE).is_file())
     assert {"tokenizer", "tokenizer_distilled", "maskgit", "ar", "digits_classifier", "emoji_tokenizer",
-            "emoji_maskgit", "emoji_ar", "emoji_classifier"} <= set(shipped)
+            "emoji_tokenizer_sampling", "emoji_maskgit", "emoji_ar", "emoji_classifier"} <= set(shipped)
     for name in shipped:
         record = json.loads((WEIGHTS / name / CONFIG_FILE).read_text())
         loader = (GeneratorModel if "model_type" in record else FlowMo if "architecture_hash" in record
