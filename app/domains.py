@@ -4,10 +4,11 @@ A domain names its weights, folders under the weights directory (a tokenizer, wh
 ``<name>_distilled/`` student is preferred when present, a MaskGIT and/or an AR generator, a
 metric classifier, and optionally a generation tokenizer: the same encoder and tokens with a decoder
 trained to sample rather than to average, through which Generate and Evaluate decode), the data its
-Evaluate tab compares with, and the example prompts of its Generate tab. Its Reconstruct hint and examples are the tokenizer's (:data:`app.models.TOKENIZER_DOMAINS`,
-keyed by the domain name). A domain is offered only when its tokenizer and at least one generator
-are there; its models load on first use (:class:`app.pipeline.DemoPipeline`), so a domain nobody
-picks costs nothing. ``domains`` in ``configs/app.yaml`` overrides any field of these defaults.
+Evaluate tab compares with, and the example prompts of its Generate tab. Its Reconstruct hint and
+examples are the tokenizer's (:data:`app.models.TOKENIZER_DOMAINS`, keyed by the domain name). A
+domain is offered only when its tokenizer and at least one generator are there; its models load on
+first use (:class:`app.pipeline.DemoPipeline`), so a domain nobody picks costs nothing. ``domains`` in
+``configs/app.yaml`` overrides any field of these defaults.
 """
 
 from __future__ import annotations

@@ -163,8 +163,7 @@ def generation_decoder_choice(models: LoadedModels) -> TokenizerChoice:
     if models.generation_tokenizer is None:
         return choice
     defaults = models.generation_tokenizer.config.decode
-    return replace(choice, label=f"{choice.label} (sampling decoder)", decode_steps=defaults.steps,
-                   decode_cfg=defaults.cfg)
+    return replace(choice, decode_steps=defaults.steps, decode_cfg=defaults.cfg)
 
 
 def evaluations_text(count: int) -> str:
@@ -262,7 +261,10 @@ def load_models(tokenizer: str | Path | None = None, tokenizer_preset: str | Non
     flowmo = _load_tokenizer(tokenizer, tokenizer_preset, device, dtype)
     generators = {slot: _load_generator(path, slot, flowmo, device, dtype) for slot, path in sources.items()}
     sampler = None
-    if generation_tokenizer not in (None, "") and generators:
+    if generation_tokenizer not in (None, "") and not generators:
+        warnings.warn(f"generation tokenizer {generation_tokenizer} not loaded: no generator is loaded whose "
+                      "tokens it would decode", stacklevel=2)
+    elif generation_tokenizer not in (None, ""):
         sampler = _load_generation_tokenizer(generation_tokenizer, flowmo, tokenizer, device, dtype)
     mismatches = []
     for slot, model in generators.items():

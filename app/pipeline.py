@@ -289,8 +289,9 @@ class DemoPipeline:
         return choose_compile(self.settings.compile, self.settings.torch_device(), 1, unit="batch per request")
 
     def compile_in_background(self, domain: str | None = None) -> threading.Thread:
-        """Compile copies of a domain's tokenizer and generators (None: the set the demo opened with) in a
-        thread, warm them up with one generate + decode at their saved defaults, then swap them in; until
+        """Compile copies of a domain's tokenizer, generation tokenizer and generators (None: the set the demo
+        opened with) in a thread, warm each up once at its saved defaults (a generate through the generation
+        decoder, a reconstruct through the tokenizer when that is another model), then swap them in; until
         then (and if compiling fails) requests run on the eager models, so no request waits on the warm-up.
         A model set loaded by the picker meanwhile is kept, not replaced."""
         from runkit.acceleration import compile_for_inference
@@ -307,7 +308,7 @@ class DemoPipeline:
                                                *([] if sampler is None else [compiled.generation_tokenizer])])
                 for model in compiled.generators.values():  # as the requests run
                     Pipeline(model, compiled.generation_decoder).generate([0])
-                if not compiled.generators:
+                if not compiled.generators or sampler is not None:  # the tokenizer decodes too: warm it up
                     size = compiled.tokenizer.config.image_size
                     Pipeline(None, compiled.tokenizer).reconstruct(torch.zeros(1, 3, size, size))
             except Exception as error:  # a failed compile leaves the eager models serving

@@ -31,7 +31,7 @@ def prompt_rows(domain: str, generator: str | None, prompts: Sequence[str] | Non
     from app.pipeline import DemoPipeline
     from generator.pipeline import to_pil
 
-    demo = DemoPipeline.load(domain=domain)
+    demo = DemoPipeline.load(domain=domain, photo_tokenizer=False)
     generator = generator or demo.generators_for(domain)[0]
     rows = []
     for prompt in prompts or demo.prompt_examples(domain):

@@ -9,9 +9,8 @@
 
 Any tokenizer with the encoder the generator's tokens came from decodes them. For generation, one whose decoder
 was distilled toward its teacher's own samples keeps the samples as varied as real images, where a decoder
-trained toward the image (best for reconstruction) averages near neighbours together; the emoji domain ships
-one,
-``Pipeline.from_pretrained("app/weights/emoji_ar", "app/weights/emoji_tokenizer_sampling")``.
+trained toward the image (best for reconstruction) averages near neighbours together. The emoji domain ships
+one: ``Pipeline.from_pretrained("app/weights/emoji_ar", "app/weights/emoji_tokenizer_sampling")``.
 
 The demo (``app/``) and ``python -m generator.sample`` generate, tokenize and decode through this class,
 so a seed gives the same images everywhere: tokens are sampled from a generator on the model's device

@@ -156,7 +156,9 @@ def test_with_compile_on_a_new_domain_answers_at_once_and_compiles_behind(weight
     warm_ups = [t for t in threading.enumerate() if t.name == "compile-warm-up" and t not in before]
     assert served.labels == ["heart"] and len(warm_ups) == 1
     warm_ups[0].join(timeout=600)
-    assert demo.models_for("emoji") is not eager and demo.models_for("emoji").class_names == EMOJI_NAMES
+    compiled = demo.models_for("emoji")
+    assert compiled is not eager and compiled.class_names == EMOJI_NAMES
+    assert compiled.generation_tokenizer is not None and compiled.generation_tokenizer is not eager.generation_tokenizer
     assert demo.generate(["heart"], steps=1, decode_steps=1, domain="emoji").labels == ["heart"]
 
 
@@ -281,8 +283,9 @@ def test_generated_tokens_decode_through_the_domains_sampling_decoder(pipeline):
 def test_a_generation_tokenizer_must_share_the_encoder_and_may_be_absent(tmp_path, settings):
     weights = make_emoji_weights(make_demo_weights(tmp_path / "weights"), classifier=False)
     make_sampling_tokenizer(weights / "emoji_tokenizer", weights / "emoji_tokenizer_sampling", same_encoder=False)
-    with pytest.raises(ValueError, match=r"generation tokenizer .*emoji_tokenizer_sampling does not share the encoder "
-                                         r"of tokenizer .*emoji_tokenizer, so its decoder reads the tokens differently"):
+    with pytest.raises(ValueError, match=r"generation tokenizer .*emoji_tokenizer_sampling does not share the "
+                                         r"encoder of tokenizer .*emoji_tokenizer, so its decoder reads the tokens "
+                                         r"differently"):
         load_models(domain="emoji", weights_dir=weights, settings=settings, photo_tokenizer=False)
     shutil.rmtree(weights / "emoji_tokenizer_sampling")  # not shipped: generated tokens decode through the tokenizer
     models = load_models(domain="emoji", weights_dir=weights, settings=settings, photo_tokenizer=False)
@@ -293,6 +296,10 @@ def test_a_generation_tokenizer_must_share_the_encoder_and_may_be_absent(tmp_pat
                        photo_tokenizer=False, generation_tokenizer=tmp_path / "mine")
     assert mine.generation_tokenizer is not None and mine.generation_tokenizer_source == str(tmp_path / "mine")
     assert mine.generation_tokenizer.config.decode.steps == SAMPLER_DECODE["steps"]
+    with pytest.warns(UserWarning, match="generation tokenizer .* not loaded: no generator is loaded"):
+        alone = load_models(weights / "emoji_tokenizer", settings=settings, photo_tokenizer=False,
+                            generation_tokenizer=tmp_path / "mine")
+    assert alone.generation_tokenizer is None
 
 
 # ---------------------------------------------------------------------------- prompts

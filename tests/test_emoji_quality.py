@@ -257,7 +257,8 @@ def test_rate_distortion_reads_the_emoji_splits(rate_distortion, emoji_models):
 
 
 # ------------------------------------------------------------------------------ the demo's prompt grid
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / "app/weights/emoji_tokenizer_sampling").is_dir(),
+@pytest.mark.skipif(not all((Path(__file__).resolve().parents[1] / "app/weights" / name).is_dir()
+                            for name in ("emoji_tokenizer", "emoji_tokenizer_sampling", "emoji_ar")),
                     reason="emoji weights not shipped")
 def test_demo_prompt_grid_draws_each_prompt_through_the_demo(benchmark_module, tmp_path):
     demo_prompts = benchmark_module("demo_prompts")
