@@ -201,7 +201,8 @@ def table_row(values: Mapping[str, Any], real_val: Mapping[str, Any] | None) -> 
 
 def class_grid(rows: Sequence[tuple[str, torch.Tensor, torch.Tensor]], path: Path, title: str,
                scale: int = 2) -> Path:
-    """One row per (class name, samples uint8 (k,3,H,W), real images uint8 (m,3,H,W)): name, samples, gap, real."""
+    """One row per (class name, samples uint8 (k,3,H,W), real images uint8 (m,3,H,W)): name (lines of at most 24
+    characters), samples, gap, real (that column only when some row has real images)."""
     height, width = rows[0][1].shape[-2:]
     cell_h, cell_w, pad, name_w, top = height * scale, width * scale, 2, 150, 28
     samples = max(len(s) for _, s, _ in rows)
@@ -212,10 +213,12 @@ def class_grid(rows: Sequence[tuple[str, torch.Tensor, torch.Tensor]], path: Pat
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 2), title, fill="black")
     draw.text((name_w, 15), "samples", fill="black")
-    draw.text((name_w + samples * (cell_w + pad) + gap, 15), "real training images", fill="black")
+    if reals:
+        draw.text((name_w + samples * (cell_w + pad) + gap, 15), "real training images", fill="black")
     for r, (name, generated, real) in enumerate(rows):
         y = top + r * (cell_h + pad)
-        draw.text((4, y + cell_h // 2 - 5), name[:24], fill="black")
+        lines = [line[:24] for line in name.split("\n")]
+        draw.text((4, y + cell_h // 2 - 5 * len(lines)), "\n".join(lines), fill="black")
         for group, images, x0 in ((0, generated, name_w), (1, real, name_w + samples * (cell_w + pad) + gap)):
             for i, image in enumerate(images):
                 picture = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((cell_w, cell_h), Image.NEAREST)

@@ -262,11 +262,13 @@ def test_rate_distortion_reads_the_emoji_splits(rate_distortion, emoji_models):
                     reason="emoji weights not shipped")
 def test_demo_prompt_grid_draws_each_prompt_through_the_demo(benchmark_module, tmp_path):
     demo_prompts = benchmark_module("demo_prompts")
-    rows = demo_prompts.prompt_rows("emoji", "AR", ["red heart", "a flag"], samples=3, seed=0)
+    rows, class_names = demo_prompts.prompt_rows("emoji", "AR", ["red heart", "a flag"], samples=3, seed=0)
     assert [(prompt, name, len(images)) for prompt, name, images in rows] == [
         ("red heart", "heart", 3), ("a flag", "flag+subdivision-flag", 3)]
     assert len({image.tobytes() for _, _, images in rows for image in images}) == 6  # six different samples
-    picture = demo_prompts.draw_rows(rows, scale=2)
-    assert picture.size == (demo_prompts.LABEL_WIDTH + 3 * (64 + 4), 2 * (64 + 4) + 4)
+    no_data = (torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
+    picture = Image.open(demo_prompts.draw(rows, class_names, no_data, tmp_path / "prompts.png", "t"))
+    # class_grid's layout: 150-px name column, 2x cells of 64 + 2 px, a half-cell gap, a 28-px title band
+    assert picture.size == (150 + 3 * (64 + 2) + 32, 28 + 2 * (64 + 2))
     red = np.asarray(rows[0][2][0].convert("RGB"), dtype=float)
     assert red[..., 0].mean() > red[..., 2].mean()  # a heart through the emoji decoder comes out red
