@@ -23,6 +23,7 @@ class DemoLimits:
     max_cfg: float = 20.0
     max_temperature: float = 10.0
     max_prompt_matches: int = 10
+    max_search_passes: int = 8  # Reconstruct's token search: each pass is one decode per bit of the code
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "DemoLimits":

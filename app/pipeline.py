@@ -425,12 +425,12 @@ class DemoPipeline:
 
     def reconstruct(self, image: Any, decode_steps: int | None = None, decode_cfg: float | None = None,
                     seed: int = 0, tokenizer: str | None = None, progress: ProgressFn | None = None,
-                    domain: str | None = None) -> reconstruct.ReconstructionResult:
+                    domain: str | None = None, search_passes: int = 0) -> reconstruct.ReconstructionResult:
         """Image -> tokens -> reconstruction with its metrics (:func:`app.reconstruct.reconstruct`);
-        ``tokenizer`` None: the domain's."""
+        ``tokenizer`` None: the domain's; ``search_passes`` > 0: tokens found by code search."""
         models, name = self._tokenizer_models(tokenizer, domain)
         return reconstruct.reconstruct(models, self.limits, self.lpips_metric, image, decode_steps, decode_cfg,
-                                       seed, name, progress)
+                                       seed, name, progress, search_passes)
 
     def edit_tokens(self, image_a: Any, image_b: Any = None, operation: str = "swap", start: int = 0,
                     end: int | None = None, fraction: float = 0.25, alpha: float = 0.5, seed: int = 0,

@@ -14,7 +14,7 @@ from generator.pipeline import Pipeline
 
 from .checks import check_decode, check_seed, image_tensor
 from .decoding import ProgressFn, within
-from .limits import DemoLimits
+from .limits import DemoLimits, check_int
 from .models import LoadedModels, evaluations_text, tokenizer_domain
 from .settings import DemoSettings
 from .visualize import for_display, token_map
@@ -39,6 +39,9 @@ class ReconstructionResult:
     decode_cfg: float
     decode_ms: float  # wall time of the decoder alone
     decode_evaluations: int  # decoder network calls per image: the decode cost
+    search_passes: int = 0  # passes of token search (0: the encoder's tokens)
+    encode_ms: float = 0.0  # wall time of finding the tokens (encoder, and search when asked)
+    bits_changed: int = 0  # bits that search changed from the encoder's tokens
     notes: list[str] = field(default_factory=list)  # what was done to the input (e.g. transparency flattened)
 
     def metrics_rows(self) -> list[list[str]]:
@@ -56,6 +59,10 @@ class ReconstructionResult:
                 ["BPP", f"{self.bits_per_pixel:.4f}"], ["bits used", str(self.bits)],
                 ["tokenizer", self.tokenizer],
                 ["decoder", f"{steps}, CFG {self.decode_cfg:g}, {evaluations_text(self.decode_evaluations)}"],
+                ["token search", f"{self.search_passes} pass{'' if self.search_passes == 1 else 'es'}, "
+                                 f"{self.bits_changed} of {self.bits} bits changed" if self.search_passes
+                 else "off (the encoder's tokens)"],
+                ["encode time (ms)", f"{self.encode_ms:.0f}"],
                 ["decode time (ms)", f"{self.decode_ms:.0f}"]] + [["note", note] for note in self.notes]
 
 
@@ -71,10 +78,13 @@ def build_lpips_metric(settings: DemoSettings, device: torch.device) -> Any:
 
 def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable[[], Any], image: Any,
                 decode_steps: int | None = None, decode_cfg: float | None = None, seed: int = 0,
-                tokenizer: str | None = None, progress: ProgressFn | None = None) -> ReconstructionResult:
+                tokenizer: str | None = None, progress: ProgressFn | None = None,
+                search_passes: int = 0) -> ReconstructionResult:
     """Image (path, bytes or PIL) -> tokens -> reconstruction, with PSNR, LPIPS, BPP and decode time.
 
     ``tokenizer``: a loaded tokenizer's API name or label ("photos", "Photo tokenizer"); None: the main one.
+    ``search_passes`` > 0: the tokens are found by code search for this decoder and seed (the same bits,
+    a closer reconstruction; each pass costs one decode per bit).
     ``lpips_metric()`` gives the LPIPS metric or None; it is asked for after decoding, so bad input never
     costs loading its backbone.
     """
@@ -86,13 +96,20 @@ def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable
     pipe = Pipeline(None, flowmo)
     decode_steps, decode_cfg = check_decode(limits, flowmo, decode_steps, decode_cfg)
     seed = check_seed(seed)
+    search_passes = check_int("token search passes", search_passes, 0, limits.max_search_passes)
     notes: list[str] = []
     original = image_tensor(limits, flowmo, image, "image", notes)
     if progress is not None:
         progress(0.0, "encoding")
-    indices = pipe.tokenize(original)
     start = time.perf_counter()
-    recon = pipe.decode(indices, seed=seed, steps=decode_steps, cfg=decode_cfg, progress=within(progress, 0.1, 0.95))
+    indices = encoder_indices = pipe.tokenize(original)
+    if search_passes:
+        indices = pipe.search_tokens(original, passes=search_passes, seed=seed, steps=decode_steps, cfg=decode_cfg,
+                                     progress=within(progress, 0.0, 0.9))
+    encode_ms = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    recon = pipe.decode(indices, seed=seed, steps=decode_steps, cfg=decode_cfg,
+                        progress=within(progress, 0.9 if search_passes else 0.1, 0.95))
     decode_ms = (time.perf_counter() - start) * 1000  # decode ends with a copy to the CPU, so CUDA is done
     original = original.float().cpu()
     metric = lpips_metric()
@@ -110,4 +127,7 @@ def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable
                                    labels=["original", "reconstruction"]),
         token_map=token_map(flowmo, indices, 1, ["tokens"]),
         tokenizer=tokenizer_domain(name).label, decode_steps=decode_steps, decode_cfg=decode_cfg,
-        decode_ms=decode_ms, decode_evaluations=flowmo.decode_evaluations(decode_steps, decode_cfg), notes=notes)
+        decode_ms=decode_ms, decode_evaluations=flowmo.decode_evaluations(decode_steps, decode_cfg),
+        search_passes=search_passes, encode_ms=encode_ms,
+        bits_changed=int((flowmo.indices_to_code(indices) != flowmo.indices_to_code(encoder_indices)).sum()),
+        notes=notes)

@@ -33,6 +33,7 @@ class SamplingDefaults:
     decode_cfg: float | None = None
     samples_per_class: int = 2
     eval_samples: int = 50
+    search_passes: int = 1  # Reconstruct's token search (0: the encoder's tokens)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "SamplingDefaults":
@@ -182,9 +183,11 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
         return result.grid, result.token_map, result.files, info
 
     @user_errors
-    def reconstruct(file, decode_steps, decode_cfg, seed, tokenizer, domain=None, progress=gr.Progress()):
+    def reconstruct(file, decode_steps, decode_cfg, seed, tokenizer, domain=None, search_passes=0,
+                    progress=gr.Progress()):
         result = pipeline.reconstruct(_path(file), decode_steps, decode_cfg, seed, tokenizer=tokenizer,
-                                      progress=_progress_callback(progress), domain=domain)
+                                      progress=_progress_callback(progress), domain=domain,
+                                      search_passes=search_passes)
         return result.comparison, result.token_map, result.metrics_rows()
 
     @user_errors
@@ -283,6 +286,11 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                                                   allow_preview=False, object_fit="contain", interactive=False)
                         rec_steps, rec_cfg = decoder_sliders(view.tokenizer)
                         rec_seed = gr.Number(0, precision=0, label="Seed")
+                        rec_search = gr.Slider(0, limits.max_search_passes, value=d.search_passes, step=1,
+                                               label="Token search passes",
+                                               info="0: the encoder's tokens. Each pass tries flipping every bit "
+                                                    "and keeps flips that bring the reconstruction closer: the "
+                                                    "same bits, slower to encode")
                         rec_button = gr.Button("Reconstruct", variant="primary")
                     with gr.Column(scale=2):
                         rec_images = gr.Image(label="Original | reconstruction", type="pil", format="png")
@@ -359,7 +367,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                                     domain], [gen_images, gen_tokens, gen_files, gen_info], api_name="generate")
         rec_examples.select(pick_example, [rec_choice], [rec_file], api_visibility="private")
         tok_examples.click(pick_pair, [tok_examples], [tok_a, tok_b], api_visibility="private")
-        rec_button.click(reconstruct, [rec_file, rec_steps, rec_cfg, rec_seed, rec_choice, domain],
+        rec_button.click(reconstruct, [rec_file, rec_steps, rec_cfg, rec_seed, rec_choice, domain, rec_search],
                          [rec_images, rec_tokens, rec_metrics], api_name="reconstruct")
         tok_button.click(edit_tokens, [tok_a, tok_b, operation, span_start, span_end, fraction, alpha, tok_seed,
                                        tok_steps, tok_cfg, domain], [tok_images, tok_tokens], api_name="edit_tokens")

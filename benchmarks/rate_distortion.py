@@ -10,7 +10,9 @@ The tokenizer spends code_length x context_dim bits per image. On the held-out i
 measured at its default decoder settings and over a sweep of sampler steps x guidance (PSNR,
 SSIM, decode ms/image, decoder evaluations/image), and compared with a thumbnail codec, JPEG
 and WebP at exactly those bits and at 1/4..4x of them (payload bits only: see the notes printed
-with the table). Writes results.json, rate_distortion.png and comparison.png to --out-dir.
+with the table). ``--search-passes N`` adds the same tokenizer with its codes found by code search
+(:func:`tokenizer.search_code`: the same bits and decoder, a costlier encoder). Writes results.json,
+rate_distortion.png and comparison.png to --out-dir.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from evaluation.metrics import LPIPSMetric, psnr, ssim
 from imagedata import build_dataset
 from runkit.fileio import atomic_write
 from runkit.images import make_grid_image, tensor_to_uint8, uint8_to_tensor
-from tokenizer import FlowMo, load_flowmo
+from tokenizer import FlowMo, load_flowmo, search_code
 from tokenizer import classic_codecs as codecs
 from tokenizer.eval import image_noise
 
@@ -193,6 +195,34 @@ def encode_all(model: FlowMo, images: torch.Tensor, batch_size: int) -> torch.Te
                       for i in range(0, len(images), batch_size)])
 
 
+def search_all(model: FlowMo, images: torch.Tensor, noise: torch.Tensor, passes: int, batch_size: int,
+               decode_kwargs: dict[str, Any]) -> tuple[torch.Tensor, float]:
+    """images, noise (N,3,H,W) -> (codes (N,L,C) found by ``passes`` of code search for the decoder noise and
+    settings they will be decoded with, encode ms per image)."""
+    from tqdm import tqdm
+
+    device, codes = model.device, []
+    bits = model.config.code_length * model.config.context_dim
+    with tqdm(total=len(images) * passes * bits, desc=f"code search ({passes} passes)", unit="decode",
+              unit_scale=True) as bar:
+        synchronize(device)
+        start_time = time.perf_counter()
+        for start in range(0, len(images), batch_size):
+            batch = slice(start, start + batch_size)
+            rows, last = len(images[batch]), [0]
+
+            def advance(done: int, total: int, rows: int = rows, last: list[int] = last) -> None:
+                bar.update((done - last[0]) * rows)
+                last[0] = done
+
+            found = search_code(model, images[batch].to(device), passes=passes, noise=noise[batch].to(device),
+                                progress=advance, **decode_kwargs)
+            codes.append(found.code.cpu())
+        synchronize(device)
+        elapsed = time.perf_counter() - start_time
+    return torch.cat(codes), 1000.0 * elapsed / len(images)
+
+
 # ---------------------------------------------------------------------------------------- codecs
 def run_codecs(originals_u8: np.ndarray, budgets: Sequence[int], grey: bool,
                measure: Callable[[torch.Tensor], dict[str, float]]) -> tuple[list[dict[str, Any]], dict, dict]:
@@ -314,6 +344,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="code one channel of grey data (auto: all channels equal on every image)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="per-image decoder noise seed (as tokenizer.eval)")
+    parser.add_argument("--search-passes", type=int, default=0,
+                        help="also score codes found by this many passes of code search (tokenizer.search_code) at "
+                             "the default decoder settings; each pass costs one decode per bit per image")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lpips-weights", default=None, help="torchvision alexnet/vgg .pth: adds an LPIPS column")
     parser.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"])
@@ -354,6 +387,18 @@ def main(argv: Sequence[str] | None = None, sweep: Sequence[tuple[int, float]] =
                                "over_budget": 0, "setting": f"steps {steps}, cfg {cfg}{suffix}", "steps": steps,
                                "cfg": cfg, "ms_per_image": ms, "nfe_per_image": nfe, **measure(recons)})
     default_recons = decoded[default_steps, default_cfg][0]
+    searched_recons = None
+    if args.search_passes:
+        searched, encode_ms = search_all(model, images, noise, args.search_passes, args.batch_size, default_kwargs)
+        searched_recons, ms, nfe = decode_all(model, searched, noise, args.batch_size, default_kwargs)
+        tokenizer_rows.append({
+            "method": "FlowMo + code search", "budget_bits": bits, "bits_mean": float(bits), "bits_max": bits,
+            "over_budget": 0,
+            "setting": f"steps {default_steps}, cfg {default_cfg}, {args.search_passes} search passes",
+            "steps": default_steps, "cfg": default_cfg, "search_passes": args.search_passes,
+            "encode_ms_per_image": encode_ms, "bits_changed_mean": float((searched != codes).flatten(1).sum(1)
+                                                                          .double().mean()),
+            "ms_per_image": ms, "nfe_per_image": nfe, **measure(searched_recons)})
 
     budgets = sorted({max(1, round(factor * bits)) for factor in BUDGET_FACTORS})
     codec_rows, codec_recons, codec_fits = run_codecs(originals_u8, budgets, grey, measure)
@@ -363,7 +408,8 @@ def main(argv: Sequence[str] | None = None, sweep: Sequence[tuple[int, float]] =
 
     pick = grid_indices(labels, GRID_IMAGES)
     best_recons = uint8_to_tensor(codec_recons[best["method"], bits][pick])
-    save_comparison([("original", originals[pick]), ("FlowMo", default_recons[pick]),
+    search_grid = [("FlowMo + code search", searched_recons[pick])] if searched_recons is not None else []
+    save_comparison([("original", originals[pick]), ("FlowMo", default_recons[pick]), *search_grid,
                      (f"{best['method']} {best['setting']}", best_recons)], out_dir / "comparison.png")
     plot_rate_distortion(codec_rows, tokenizer_rows, bits, out_dir / "rate_distortion.png")
 
@@ -371,6 +417,11 @@ def main(argv: Sequence[str] | None = None, sweep: Sequence[tuple[int, float]] =
     at_bits = {row["method"]: row for row in codec_rows if row["budget_bits"] == bits}
     verdicts = [f"FlowMo ({tokenizer_rows[0]['setting']}) - best codec ({best['method']}): "
                 f"{tokenizer_rows[0]['psnr'] - best['psnr']:+.2f} dB PSNR, {tokenizer_rows[0]['ssim'] - best['ssim']:+.4f} SSIM"]
+    searched_row = next((row for row in tokenizer_rows if row["method"] == "FlowMo + code search"), None)
+    if searched_row is not None:
+        verdicts.append(f"FlowMo + code search ({args.search_passes} passes) - best codec ({best['method']}): "
+                        f"{searched_row['psnr'] - best['psnr']:+.2f} dB PSNR, "
+                        f"{searched_row['ssim'] - best['ssim']:+.4f} SSIM")
     for name, row in at_bits.items():
         fits = codec_fits.get((name, bits))
         if fits is None or row["over_budget"] in (0, count):
@@ -381,9 +432,14 @@ def main(argv: Sequence[str] | None = None, sweep: Sequence[tuple[int, float]] =
         theirs = score(originals[subset], uint8_to_tensor(codec_recons[name, bits][subset.numpy()]), lpips,
                        args.batch_size)
         row["on_fitting_images"] = {"count": len(subset), "codec": theirs, "flowmo": ours}
-        verdicts.append(f"on the {len(subset)}/{count} images {name} fits at {bits} bits: {name} "
-                        f"{theirs['psnr']:.2f} dB / SSIM {theirs['ssim']:.4f}, FlowMo {ours['psnr']:.2f} dB / "
-                        f"SSIM {ours['ssim']:.4f}")
+        verdict = (f"on the {len(subset)}/{count} images {name} fits at {bits} bits: {name} "
+                   f"{theirs['psnr']:.2f} dB / SSIM {theirs['ssim']:.4f}, FlowMo {ours['psnr']:.2f} dB / "
+                   f"SSIM {ours['ssim']:.4f}")
+        if searched_recons is not None:
+            with_search = score(originals[subset], searched_recons[subset], lpips, args.batch_size)
+            row["on_fitting_images"]["flowmo_code_search"] = with_search
+            verdict += f", FlowMo + code search {with_search['psnr']:.2f} dB / SSIM {with_search['ssim']:.4f}"
+        verdicts.append(verdict)
     container = codecs.RIFF_HEADER_BYTES + codecs.CHUNK_HEADER_BYTES
     excluded = 8 * (container + codecs.VP8_FRAME_HEADER_BYTES)
     notes = [
@@ -403,8 +459,13 @@ def main(argv: Sequence[str] | None = None, sweep: Sequence[tuple[int, float]] =
         f"FlowMo ms/image: decode only, batch {args.batch_size}, after one warm-up batch; NFE/image: decoder rows "
         "per image (a guided step counts 2)",
         f"best codec at {bits} bits with every image within budget: {best['method']} {best['setting']} "
-        f"(comparison.png, third row)",
+        f"(comparison.png, last row)",
     ]
+    if searched_row is not None:
+        notes.append(f"FlowMo + code search: the same {bits} bits and decoder; each code found by "
+                     f"{args.search_passes} passes of greedy bit flips (tokenizer.search_code) for the decoder noise "
+                     f"it is scored with; encoding {searched_row['encode_ms_per_image']:.0f} ms/image, "
+                     f"{searched_row['bits_changed_mean']:.1f} of {bits} bits changed on average")
     params = sum(p.numel() for p in model.parameters())
     header = [
         f"FlowMo {args.checkpoint} ({params / 1e6:,.1f} M params, {config.image_size}px, {config.code_length} x "

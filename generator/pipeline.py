@@ -30,7 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from runkit.pretrained import hub_repo_id
-from tokenizer import FlowMo, load_flowmo
+from tokenizer import FlowMo, load_flowmo, search_code
 
 from .base import GeneratorModel
 from .loading import load_generator
@@ -224,10 +224,32 @@ class Pipeline:
         noise = self._noise(1 if shared_noise else indices.shape[0], rng).expand(indices.shape[0], -1, -1, -1)
         return self._decode(indices, noise, steps, cfg, progress, (0.0, 1.0))
 
+    def search_tokens(self, images: Any, *, passes: int = 2, seed: int = 0, steps: int | None = None,
+                      cfg: float | None = None, progress: ProgressFn | None = None) -> Tensor:
+        """Images (as :meth:`tokenize` takes them) -> token indices (B, N) on the CPU found by code search
+        (:func:`tokenizer.search_code`): the same number of bits as :meth:`tokenize`'s, chosen so that
+        :meth:`decode` with this ``seed``, ``steps`` and ``cfg`` comes closer to the images. Costs ``passes``
+        decodes per bit per image."""
+        batch = self._image_batch(images)
+        noise = self._noise(batch.shape[0], torch.Generator().manual_seed(seed))
+
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done / total, f"searching the tokens: {done}/{total} bits")
+
+        with torch.inference_mode():
+            found = search_code(self.tokenizer, batch, passes=passes, noise=noise.to(self.tokenizer.device),
+                                steps=steps, cfg=cfg, progress=report)
+        return found.indices.cpu()
+
     def reconstruct(self, image: Any, *, seed: int = 0, steps: int | None = None,
-                    cfg: float | None = None) -> Image.Image:
-        """One image (PIL, path, bytes or a (1, 3, S, S) tensor) -> tokens -> the decoded PIL image."""
-        return to_pil(self.decode(self.tokenize(image)[:1], seed=seed, steps=steps, cfg=cfg))[0]
+                    cfg: float | None = None, search_passes: int = 0) -> Image.Image:
+        """One image (PIL, path, bytes or a (1, 3, S, S) tensor) -> tokens -> the decoded PIL image.
+        ``search_passes`` > 0: the tokens come from :meth:`search_tokens` (closer, slower to find)."""
+        image = self._image_batch(image)[:1]
+        indices = (self.search_tokens(image, passes=search_passes, seed=seed, steps=steps, cfg=cfg)
+                   if search_passes else self.tokenize(image))
+        return to_pil(self.decode(indices, seed=seed, steps=steps, cfg=cfg))[0]
 
     def _noise(self, rows: int, rng: torch.Generator) -> Tensor:
         size = self.tokenizer.config.image_size

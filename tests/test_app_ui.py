@@ -104,6 +104,7 @@ def test_reconstruct_upload_shows_metrics(served):
     assert float(rows["PSNR (dB)"]) > 0 and rows["BPP"] == "0.1875" and rows["bits used"] == "192"
     assert rows["LPIPS"].startswith("unavailable") and rows["tokenizer"] == "Digits tokenizer"
     assert float(rows["decode time (ms)"]) >= 0 and rows["decoder"].startswith("2 steps, CFG 1.5, ")
+    assert rows["token search"].startswith("1 pass, ")  # the slider's default (sampling.search_passes)
 
 
 def test_reconstruct_with_the_photo_tokenizer(served):

@@ -185,11 +185,17 @@ def test_benchmark_writes_results_and_pictures(rate_distortion, tmp_path, capsys
     FlowMo(FlowMoConfig(**SMALL)).save_pretrained(tmp_path / "model")
     out = tmp_path / "out"
     results = rate_distortion.main(["--checkpoint", str(tmp_path / "model"), "--data", "digits", "--num-images", "8",
-                                    "--batch-size", "4", "--out-dir", str(out), "--device", "cpu"],
-                                   sweep=((1, 1.0), (4, 1.5)))
+                                    "--batch-size", "4", "--out-dir", str(out), "--device", "cpu",
+                                    "--search-passes", "1"], sweep=((1, 1.0), (4, 1.5)))
     written = json.loads((out / "results.json").read_text())
     assert written["bits_per_image"] == 4 * 12 and written["num_images"] == 8 and written["grey"] is True
-    assert [row["setting"] for row in written["tokenizer"][1:]] == ["steps 1, cfg 1.0", "steps 4, cfg 1.5"]
+    assert [row["setting"] for row in written["tokenizer"][1:-1]] == ["steps 1, cfg 1.0", "steps 4, cfg 1.5"]
+    # Code search: the same bits and decoder settings as the default row, at least as close to the images.
+    default, searched = written["tokenizer"][0], written["tokenizer"][-1]
+    assert searched["method"] == "FlowMo + code search" and searched["search_passes"] == 1
+    assert (searched["steps"], searched["cfg"], searched["budget_bits"]) == (default["steps"], default["cfg"], 48)
+    assert searched["psnr"] >= default["psnr"] - 0.01 and 0 < searched["bits_changed_mean"] <= 48
+    assert any(verdict.startswith("FlowMo + code search (1 passes)") for verdict in written["verdicts"])
     assert written["tokenizer"][1]["nfe_per_image"] == 1.0 and written["tokenizer"][2]["nfe_per_image"] >= 4.0
     assert {row["method"] for row in written["codecs"]} >= {"thumbnail", "JPEG"}
     assert {row["budget_bits"] for row in written["codecs"]} == {12, 24, 48, 96, 192}

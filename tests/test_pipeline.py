@@ -78,6 +78,25 @@ def test_tokenize_decode_and_reconstruct_agree(pipe, tmp_path):
     assert np.array_equal(np.asarray(reconstruction), tensor_to_uint8(decoded)[0].numpy())
 
 
+def test_searched_tokens_decode_closer_with_the_same_bits(pipe):
+    from runkit.images import tensor_to_uint8
+
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    x = pipe.image_tensor(image).float()
+    encoder = pipe.tokenize(image)
+    searched = pipe.search_tokens(image, passes=1, seed=3, steps=2)
+    assert searched.shape == encoder.shape and searched.dtype == torch.int64
+    assert not torch.equal(searched, encoder)
+
+    def error(indices):
+        return float((pipe.decode(indices, seed=3, steps=2) - x).square().mean())
+
+    assert error(searched) < error(encoder)
+    reconstruction = pipe.reconstruct(image, seed=3, steps=2, search_passes=1)
+    decoded = tensor_to_uint8(pipe.decode(searched, seed=3, steps=2))[0].numpy()
+    assert np.array_equal(np.asarray(reconstruction), decoded)
+
+
 def test_clear_errors(weights, pipe):
     with pytest.raises(NoMatchError, match="No class matches"):
         pipe("a submarine", num_images=1)

@@ -1,8 +1,9 @@
 """FlowMo tokenizer: the public names other packages (generator, app, evaluation) use. Data lives in
 :mod:`imagedata`."""
 
+from .code_search import CodeSearchResult, search_code
 from .config import FlowMoConfig
 from .loading import load_flowmo
 from .model import FlowMo
 
-__all__ = ["FlowMo", "FlowMoConfig", "load_flowmo"]
+__all__ = ["CodeSearchResult", "FlowMo", "FlowMoConfig", "load_flowmo", "search_code"]
