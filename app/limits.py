@@ -24,6 +24,7 @@ class DemoLimits:
     max_temperature: float = 10.0
     max_prompt_matches: int = 10
     max_search_passes: int = 8  # Reconstruct's token search: each pass is one decode per bit of the code
+    max_search_evaluations: int = 10_000  # ... and its decoder evaluations per request (passes x bits x per decode)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "DemoLimits":

@@ -142,6 +142,7 @@ class TokenizerChoice:
     decode_steps: int  # its saved sampler defaults (config.decode)
     decode_cfg: float
     num_indices: int = 0  # tokens per image (the Tokens tab's span range)
+    search_cost: int = 0  # decoder evaluations per image for one pass of token search at its saved decoder
 
 
 def tokenizer_choice(models: LoadedModels, tokenizer: str | None = None) -> TokenizerChoice:
@@ -153,7 +154,8 @@ def tokenizer_choice(models: LoadedModels, tokenizer: str | None = None) -> Toke
     return TokenizerChoice(name=name, label=domain.label, hint=domain.hint.format(size=model.config.image_size),
                            examples=sorted(str(p) for p in EXAMPLES_DIR.glob(domain.examples)),
                            decode_steps=defaults.steps, decode_cfg=defaults.cfg,
-                           num_indices=model.config.num_indices)
+                           num_indices=model.config.num_indices,
+                           search_cost=model.config.code_length * model.config.context_dim * model.decode_evaluations())
 
 
 def generation_decoder_choice(models: LoadedModels) -> TokenizerChoice:

@@ -97,6 +97,13 @@ def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable
     decode_steps, decode_cfg = check_decode(limits, flowmo, decode_steps, decode_cfg)
     seed = check_seed(seed)
     search_passes = check_int("token search passes", search_passes, 0, limits.max_search_passes)
+    bits = flowmo.config.code_length * flowmo.config.context_dim
+    search_evaluations = search_passes * bits * flowmo.decode_evaluations(decode_steps, decode_cfg)
+    if search_evaluations > limits.max_search_evaluations:
+        raise ValueError(f"token search of {search_passes} pass(es) would take {search_evaluations:,} decoder "
+                         f"evaluations ({bits} bits x {flowmo.decode_evaluations(decode_steps, decode_cfg)} per "
+                         f"decode, each pass); this demo allows {limits.max_search_evaluations:,} "
+                         "(limits.max_search_evaluations): use fewer passes or decoder steps, or 0 passes")
     notes: list[str] = []
     original = image_tensor(limits, flowmo, image, "image", notes)
     if progress is not None:

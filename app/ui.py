@@ -49,6 +49,11 @@ class SamplingDefaults:
         return (tokenizer.decode_steps if self.decode_steps is None else self.decode_steps,
                 tokenizer.decode_cfg if self.decode_cfg is None else self.decode_cfg)
 
+    def search(self, tokenizer: TokenizerChoice, max_evaluations: int) -> int:
+        """The token-search slider's value for a tokenizer: the configured passes where they fit the request
+        limit at its saved decoder, else 0 (a large tokenizer would refuse every default request)."""
+        return self.search_passes if self.search_passes * tokenizer.search_cost <= max_evaluations else 0
+
 
 def user_errors(fn: Callable) -> Callable:
     """Show bad input (ValueError, missing files) as its message; anything else as a short error line
@@ -123,7 +128,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                 *steps_cfg,  # Generate: steps, cfg, temperature, decoder steps, decoder cfg
                 gr.Radio(choices=pipeline.tokenizer_options(), value=v.tokenizer.name), v.tokenizer.hint,
                 v.tokenizer.examples,
-                *d.decoder(v.tokenizer),  # Reconstruct's decoder
+                *d.decoder(v.tokenizer), d.search(v.tokenizer, limits.max_search_evaluations),  # Reconstruct's
                 gr.Dataset(samples=pairs, visible=bool(pairs)),
                 gr.Number(value=0, label=f"span start (0..{num - 1})"),
                 gr.Number(value=num // 2, label=f"span end (..{num})"), *d.decoder(v.tokenizer),  # Tokens
@@ -137,10 +142,10 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
 
     @user_errors
     def select_tokenizer(tokenizer: str, domain: str | None = None):
-        """The Reconstruct tab follows the chosen tokenizer: its hint, examples and decoder defaults."""
+        """The Reconstruct tab follows the chosen tokenizer: its hint, examples, decoder and search defaults."""
         choice = pipeline.tokenizer_choice(tokenizer, domain)
         steps, cfg = d.decoder(choice)
-        return choice.hint, choice.examples, steps, cfg
+        return choice.hint, choice.examples, steps, cfg, d.search(choice, limits.max_search_evaluations)
 
     @user_errors
     def pick_example(tokenizer: str, event: gr.SelectData):
@@ -286,7 +291,8 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                                                   allow_preview=False, object_fit="contain", interactive=False)
                         rec_steps, rec_cfg = decoder_sliders(view.tokenizer)
                         rec_seed = gr.Number(0, precision=0, label="Seed")
-                        rec_search = gr.Slider(0, limits.max_search_passes, value=d.search_passes, step=1,
+                        rec_search = gr.Slider(0, limits.max_search_passes, step=1,
+                                               value=d.search(view.tokenizer, limits.max_search_evaluations),
                                                label="Token search passes",
                                                info="0: the encoder's tokens. Each pass tries flipping every bit "
                                                     "and keeps flips that bring the reconstruction closer: the "
@@ -347,7 +353,7 @@ def build_demo(pipeline: DemoPipeline, defaults: SamplingDefaults | None = None,
                         ev_summary = gr.Markdown()
 
         # ------------------------------------------------------------------ events
-        rec_outputs = [rec_hint, rec_examples, rec_steps, rec_cfg]
+        rec_outputs = [rec_hint, rec_examples, rec_steps, rec_cfg, rec_search]
         domain_outputs = [status_line, prompt, prompt_examples, matches, classes, gen_choice, steps, cfg, temperature,
                           dec_steps, dec_cfg, rec_choice, *rec_outputs, tok_examples, span_start, span_end, tok_steps,
                           tok_cfg, ev_gen, ev_steps, ev_cfg, ev_temperature, ev_dec_steps, ev_dec_cfg, ev_plan]

@@ -47,7 +47,7 @@ def search_pass(model: Any, images: torch.Tensor, codes: torch.Tensor, noise: to
     Pass ``p`` visits the bits in the order of pass ``p`` of ``search_code(passes=P)``, so passes run one
     at a time give the same codes as one call."""
     found = [search_code(model, images[i:i + batch_size], passes=1, code=codes[i:i + batch_size],
-                         noise=noise[i:i + batch_size], order_seed=pass_index).code
+                         noise=noise[i:i + batch_size], order_seed=pass_index).code.cpu()
              for i in range(0, len(images), batch_size)]
     new = torch.cat(found)
     return new, int((new != codes).sum())
@@ -89,10 +89,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--passes", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out-dir", type=Path, default=None, help="default: benchmarks/results/code_search_<data>")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     args.val_root = None
     torch.manual_seed(0)
-    model = load_flowmo(args.checkpoint).eval()
+    device = torch.device(args.device)
+    model = load_flowmo(args.checkpoint).to(device).eval()
     bits = model.config.code_length * model.config.context_dim
     images, _, name = load_held_out(args, model.config.image_size)
     out_dir = args.out_dir or RESULTS_DIR / f"code_search_{name}_{Path(args.checkpoint).name}"
@@ -129,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     jpeg_scores = (score(originals[fits], uint8_to_tensor(jpeg.recon[fits.numpy()]), None, args.batch_size)
                    if len(fits) else {})
     results = {"checkpoint": str(args.checkpoint), "data": name, "num_images": len(images), "bits_per_image": bits,
-               "decode": model.decode_settings(), "hardware": describe(torch.device("cpu")),
+               "decode": model.decode_settings(), "hardware": describe(device),
                "threads": torch.get_num_threads(), "passes": rows,
                "jpeg_on_fitting_images": {"count": len(fits), **jpeg_scores}}
     print(f"JPEG scan bytes on those {len(fits)}: PSNR {jpeg_scores['psnr']:.2f} / SSIM {jpeg_scores['ssim']:.4f}"

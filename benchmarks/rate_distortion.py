@@ -394,7 +394,8 @@ def main(argv: Sequence[str] | None = None, sweep: Sequence[tuple[int, float]] =
         tokenizer_rows.append({
             "method": "FlowMo + code search", "budget_bits": bits, "bits_mean": float(bits), "bits_max": bits,
             "over_budget": 0,
-            "setting": f"steps {default_steps}, cfg {default_cfg}, {args.search_passes} search passes",
+            "setting": f"steps {default_steps}, cfg {default_cfg}, {args.search_passes} search "
+                       f"pass{'' if args.search_passes == 1 else 'es'}",
             "steps": default_steps, "cfg": default_cfg, "search_passes": args.search_passes,
             "encode_ms_per_image": encode_ms, "bits_changed_mean": float((searched != codes).flatten(1).sum(1)
                                                                           .double().mean()),
@@ -419,7 +420,7 @@ def main(argv: Sequence[str] | None = None, sweep: Sequence[tuple[int, float]] =
                 f"{tokenizer_rows[0]['psnr'] - best['psnr']:+.2f} dB PSNR, {tokenizer_rows[0]['ssim'] - best['ssim']:+.4f} SSIM"]
     searched_row = next((row for row in tokenizer_rows if row["method"] == "FlowMo + code search"), None)
     if searched_row is not None:
-        verdicts.append(f"FlowMo + code search ({args.search_passes} passes) - best codec ({best['method']}): "
+        verdicts.append(f"FlowMo + code search ({searched_row['setting']}) - best codec ({best['method']}): "
                         f"{searched_row['psnr'] - best['psnr']:+.2f} dB PSNR, "
                         f"{searched_row['ssim'] - best['ssim']:+.4f} SSIM")
     for name, row in at_bits.items():

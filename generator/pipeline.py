@@ -235,7 +235,7 @@ class Pipeline:
 
         def report(done: int, total: int) -> None:
             if progress is not None:
-                progress(done / total, f"searching the tokens: {done}/{total} bits")
+                progress(done / total, f"searching the tokens: {done}/{total} bit flips tried")
 
         with torch.inference_mode():
             found = search_code(self.tokenizer, batch, passes=passes, noise=noise.to(self.tokenizer.device),

@@ -535,7 +535,7 @@ def test_switching_domain_in_the_page_updates_every_tab(served):
     assert classes == ["face-smiling"] and generator == "MaskGIT"
     tokenizer, hint, gallery = out[11:14]
     assert tokenizer == "emoji" and "emoji" in hint.lower() and _gallery_names(gallery) == EMOJI_EXAMPLES
-    assert out[14:16] == [EMOJI_DECODE["steps"], EMOJI_DECODE["cfg"]]  # Reconstruct's decoder sliders
+    assert out[14:17] == [EMOJI_DECODE["steps"], EMOJI_DECODE["cfg"], 1]  # Reconstruct's decoder and search
     assert out[9:11] == [SAMPLER_DECODE["steps"], SAMPLER_DECODE["cfg"]]  # Generate's: the sampling decoder's
     assert out[-3:-1] == [SAMPLER_DECODE["steps"], SAMPLER_DECODE["cfg"]]  # Evaluate's
     assert "Samples are scored in" in out[-1] or "⚠" in out[-1]  # Evaluate's plan for emoji

@@ -121,11 +121,11 @@ def test_reconstruct_with_the_photo_tokenizer(served):
 def test_switching_tokenizer_switches_examples_hint_and_decoder_defaults(served):
     _, client = served
     # The served demo sets sampling.decode_steps=2 (an explicit number wins); decode_cfg is null.
-    hint, gallery, steps, cfg = client.predict("photos", api_name="/select_tokenizer")
+    hint, gallery, steps, cfg, search = client.predict("photos", api_name="/select_tokenizer")
     names = _gallery_names(gallery)
     assert 4 <= len(names) <= 6 and all(name.startswith("photo_") for name in names)
-    assert "photo" in hint and (steps, cfg) == (2, PHOTO_DECODE["cfg"])
-    hint, gallery, steps, cfg = client.predict("digits", api_name="/select_tokenizer")
+    assert "photo" in hint and (steps, cfg) == (2, PHOTO_DECODE["cfg"]) and search == 1
+    hint, gallery, steps, cfg, search = client.predict("digits", api_name="/select_tokenizer")
     assert _gallery_names(gallery) == ["digit_3.png", "digit_7.png"]
     assert "digit" in hint and (steps, cfg) == (2, MAIN_DECODE["cfg"])
 
@@ -250,3 +250,16 @@ def test_picking_a_gallery_example_fills_the_image_input(tmp_path, monkeypatch):
     finally:
         demo.close()
     assert picked["orig_name"] == Path(pipeline.tokenizer_choice("photos").examples[2]).name
+
+
+def test_token_search_default_is_off_where_one_pass_passes_the_limit():
+    from app.models import TokenizerChoice
+    from app.ui import SamplingDefaults
+
+    def choice(search_cost):
+        return TokenizerChoice("t", "T", "", [], 1, 1.0, 16, search_cost=search_cost)
+
+    defaults = SamplingDefaults(search_passes=2)
+    assert defaults.search(choice(192 * 4), 10_000) == 2
+    assert defaults.search(choice(4608 * 50), 10_000) == 0  # a released FlowMo-Lo at its 25-step guided decode
+    assert SamplingDefaults(search_passes=0).search(choice(192), 10_000) == 0

@@ -195,7 +195,8 @@ def test_benchmark_writes_results_and_pictures(rate_distortion, tmp_path, capsys
     assert searched["method"] == "FlowMo + code search" and searched["search_passes"] == 1
     assert (searched["steps"], searched["cfg"], searched["budget_bits"]) == (default["steps"], default["cfg"], 48)
     assert searched["psnr"] >= default["psnr"] - 0.01 and 0 < searched["bits_changed_mean"] <= 48
-    assert any(verdict.startswith("FlowMo + code search (1 passes)") for verdict in written["verdicts"])
+    assert searched["setting"] == f"steps {default['steps']}, cfg {default['cfg']}, 1 search pass"
+    assert any(verdict.startswith(f"FlowMo + code search ({searched['setting']})") for verdict in written["verdicts"])
     assert written["tokenizer"][1]["nfe_per_image"] == 1.0 and written["tokenizer"][2]["nfe_per_image"] >= 4.0
     assert {row["method"] for row in written["codecs"]} >= {"thumbnail", "JPEG"}
     assert {row["budget_bits"] for row in written["codecs"]} == {12, 24, 48, 96, 192}

@@ -40,12 +40,12 @@ def searched(model, images, noise):
 
 
 def test_search_lowers_the_error_and_never_raises_it(model, images, noise, searched):
-    assert (searched.mse <= searched.encoder_mse).all()
-    assert (searched.mse < searched.encoder_mse).any()
+    assert (searched.mse <= searched.start_mse).all()
+    assert (searched.mse < searched.start_mse).any()
     assert (searched.flips > 0).any()
     # The reported errors are the decoder's, with the same noise.
     encoder_code = model.quantize(model.encode(images)).code
-    torch.testing.assert_close(searched.encoder_mse, reconstruction_mse(model, encoder_code, images, noise, DECODE))
+    torch.testing.assert_close(searched.start_mse, reconstruction_mse(model, encoder_code, images, noise, DECODE))
     torch.testing.assert_close(searched.mse, reconstruction_mse(model, searched.code, images, noise, DECODE))
 
 
@@ -60,7 +60,7 @@ def test_searched_code_is_a_valid_code_of_the_same_size(model, images, searched)
 def test_zero_passes_is_the_encoder(model, images, noise):
     result = search_code(model, images, passes=0, noise=noise, **DECODE)
     assert torch.equal(result.indices, model.tokenize(images))
-    assert torch.equal(result.mse, result.encoder_mse)
+    assert torch.equal(result.mse, result.start_mse)
     assert result.passes == 0 and int(result.flips.sum()) == 0
 
 
@@ -70,7 +70,7 @@ def test_search_is_repeatable_and_starts_from_a_given_code(model, images, noise,
     # Starting from the searched code, a pass can only keep or lower its error.
     further = search_code(model, images, passes=1, code=searched.code, noise=noise, **DECODE)
     assert (further.mse <= searched.mse).all()
-    torch.testing.assert_close(further.encoder_mse, searched.mse)
+    torch.testing.assert_close(further.start_mse, searched.mse)
 
 
 def test_progress_reaches_the_total(model, images, noise):
@@ -82,8 +82,28 @@ def test_progress_reaches_the_total(model, images, noise):
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
 
 
+def test_search_stops_after_a_pass_that_keeps_nothing(model, images, noise):
+    calls = []
+    result = search_code(model, images, passes=50, noise=noise, progress=lambda done, total: calls.append(done),
+                         **DECODE)
+    assert 1 < result.passes < 50  # 24 bits: a local optimum long before 50 passes
+    assert calls[-1] == 50 * 24 and calls[-2] == result.passes * 24
+    again = search_code(model, images, passes=1, code=result.code, noise=noise, **DECODE)
+    assert again.passes == 1 and int(again.flips.sum()) == 0 and torch.equal(again.mse, result.mse)
+
+
+def test_noise_from_a_generator_is_drawn_once(model, images):
+    drawn = torch.randn(images.shape, generator=torch.Generator().manual_seed(5))
+    from_generator = search_code(model, images, passes=1, generator=torch.Generator().manual_seed(5), **DECODE)
+    given = search_code(model, images, passes=1, noise=drawn, **DECODE)
+    assert torch.equal(from_generator.indices, given.indices) and torch.equal(from_generator.mse, given.mse)
+
+
 @pytest.mark.parametrize("kwargs, message", [
-    ({"passes": -1}, "passes must be >= 0"),
+    ({"passes": -1}, "passes must be an integer >= 0"),
+    ({"passes": 1.5}, "passes must be an integer >= 0"),
+    ({"passes": True}, "passes must be an integer >= 0"),
+    ({"code": torch.ones(3, 4, 6, dtype=torch.long)}, "floating point"),
     ({"noise": torch.zeros(1, 3, 32, 32)}, "noise must have the images' shape"),
     ({"code": torch.full((3, 4, 6), 0.5)}, "every entry -1 or \\+1"),
     ({"code": torch.ones(2, 4, 6)}, "code has 2 rows for 3 images"),
@@ -94,7 +114,7 @@ def test_bad_arguments_are_refused(model, images, kwargs, message):
 
 
 def test_images_of_the_wrong_size_are_refused(model):
-    with pytest.raises(ValueError, match="must be 32x32"):
+    with pytest.raises(ValueError, match="32x32"):
         search_code(model, torch.zeros(1, 3, 16, 16), **DECODE)
 
 

@@ -15,6 +15,7 @@ from app.pipeline import DemoPipeline
 from app.settings import DemoSettings
 from generator import Pipeline
 from generator.prompts import NoMatchError
+from tokenizer import search_code
 
 from app_helpers import make_demo_weights
 
@@ -92,6 +93,11 @@ def test_searched_tokens_decode_closer_with_the_same_bits(pipe):
         return float((pipe.decode(indices, seed=3, steps=2) - x).square().mean())
 
     assert error(searched) < error(encoder)
+    # The search decodes from the noise decode(seed=3) starts from, so it optimises the image decode shows.
+    noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    direct = search_code(pipe.tokenizer, x, passes=1, noise=noise, steps=2)
+    assert torch.equal(direct.indices, searched)
+    assert float(direct.mse[0]) == pytest.approx(error(searched), rel=1e-5)
     reconstruction = pipe.reconstruct(image, seed=3, steps=2, search_passes=1)
     decoded = tensor_to_uint8(pipe.decode(searched, seed=3, steps=2))[0].numpy()
     assert np.array_equal(np.asarray(reconstruction), decoded)

@@ -25,9 +25,9 @@ class CodeSearchResult:
 
     code: Tensor  # (B, L, C) in {-1, +1}
     indices: Tensor  # (B, N) int64, the same code as token indices
-    encoder_mse: Tensor  # (B,) decode-vs-input MSE of the encoder's own code, images in [-1, 1]
-    mse: Tensor  # (B,) the same for the searched code; never above encoder_mse
-    flips: Tensor  # (B,) int64 bits that differ from the encoder's code
+    start_mse: Tensor  # (B,) decode-vs-input MSE of the starting code (the encoder's unless given), images in [-1, 1]
+    mse: Tensor  # (B,) the same for the searched code; never above start_mse
+    flips: Tensor  # (B,) int64 bits that differ from the starting code
     passes: int  # passes run (fewer than asked when a pass changed nothing)
 
 
@@ -53,12 +53,11 @@ def search_code(model: FlowMo, images: Tensor, *, passes: int = 2, code: Tensor 
     use the ones the code will be decoded with. ``code``: the starting quantized code (default: the
     encoder's). ``progress(done, total)`` is called after every bit.
     """
-    if passes < 0:
-        raise ValueError(f"passes must be >= 0, got {passes}")
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 0:
+        raise ValueError(f"passes must be an integer >= 0, got {passes!r}")
     model._check_images(images)
     b, size = images.shape[0], model.config.image_size
-    if tuple(images.shape[2:]) != (size, size):
-        raise ValueError(f"images must be {size}x{size} for this tokenizer, got {tuple(images.shape[2:])}")
+    dtype = next(model.parameters()).dtype
     images = images.to(model.device)
     with torch.no_grad():
         if code is None:
@@ -66,8 +65,10 @@ def search_code(model: FlowMo, images: Tensor, *, passes: int = 2, code: Tensor 
         model._check_code(code)
         if code.shape[0] != b:
             raise ValueError(f"code has {code.shape[0]} rows for {b} images")
-        if not bool(((code == 1) | (code == -1)).all()):
-            raise ValueError("code must be a quantized code with every entry -1 or +1 (use model.quantize)")
+        if not code.dtype.is_floating_point or not bool(((code == 1) | (code == -1)).all()):
+            raise ValueError("code must be a quantized code, floating point with every entry -1 or +1 "
+                             "(model.quantize(...).code)")
+        code = code.to(device=model.device, dtype=dtype)
         if noise is None:
             noise = torch.randn(b, 3, size, size, generator=generator, dtype=torch.float32,
                                 device=generator.device if generator is not None else model.device)
@@ -75,7 +76,7 @@ def search_code(model: FlowMo, images: Tensor, *, passes: int = 2, code: Tensor 
             raise ValueError(f"noise must have the images' shape {tuple(images.shape)}, got {tuple(noise.shape)}")
         noise = noise.to(model.device)
         start = code = code.detach().clone()
-        encoder_mse = best = reconstruction_mse(model, code, images, noise, decode_kwargs)
+        start_mse = best = reconstruction_mse(model, code, images, noise, decode_kwargs)
         length, channels = code.shape[1:]
         total, done, ran = passes * length * channels, 0, 0
         for pass_index in range(passes):
@@ -100,4 +101,4 @@ def search_code(model: FlowMo, images: Tensor, *, passes: int = 2, code: Tensor 
             progress(total, total)  # stopped early: nothing is left to do
         flips = (code != start).flatten(1).sum(1)
         indices = model.quantize(code).indices
-    return CodeSearchResult(code=code, indices=indices, encoder_mse=encoder_mse, mse=best, flips=flips, passes=ran)
+    return CodeSearchResult(code=code, indices=indices, start_mse=start_mse, mse=best, flips=flips, passes=ran)
