@@ -147,6 +147,8 @@ class TokenizerChoice:
 
 def tokenizer_choice(models: LoadedModels, tokenizer: str | None = None) -> TokenizerChoice:
     """A loaded tokenizer (API name or label; None: the main one) with its examples and decoder defaults."""
+    from tokenizer import search_evaluations
+
     name = models.resolve_tokenizer(tokenizer)
     model = models.tokenizers[name]
     domain = tokenizer_domain(name)
@@ -155,7 +157,7 @@ def tokenizer_choice(models: LoadedModels, tokenizer: str | None = None) -> Toke
                            examples=sorted(str(p) for p in EXAMPLES_DIR.glob(domain.examples)),
                            decode_steps=defaults.steps, decode_cfg=defaults.cfg,
                            num_indices=model.config.num_indices,
-                           search_cost=model.config.code_length * model.config.context_dim * model.decode_evaluations())
+                           search_cost=search_evaluations(model, 1))
 
 
 def generation_decoder_choice(models: LoadedModels) -> TokenizerChoice:

@@ -11,6 +11,7 @@ from PIL import Image
 from torch import Tensor
 
 from generator.pipeline import Pipeline
+from tokenizer import search_evaluations
 
 from .checks import check_decode, check_seed, image_tensor
 from .decoding import ProgressFn, within
@@ -97,22 +98,25 @@ def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable
     decode_steps, decode_cfg = check_decode(limits, flowmo, decode_steps, decode_cfg)
     seed = check_seed(seed)
     search_passes = check_int("token search passes", search_passes, 0, limits.max_search_passes)
-    bits = flowmo.config.code_length * flowmo.config.context_dim
-    search_evaluations = search_passes * bits * flowmo.decode_evaluations(decode_steps, decode_cfg)
-    if search_evaluations > limits.max_search_evaluations:
-        raise ValueError(f"token search of {search_passes} pass(es) would take {search_evaluations:,} decoder "
-                         f"evaluations ({bits} bits x {flowmo.decode_evaluations(decode_steps, decode_cfg)} per "
-                         f"decode, each pass); this demo allows {limits.max_search_evaluations:,} "
-                         "(limits.max_search_evaluations): use fewer passes or decoder steps, or 0 passes")
+    cost = search_evaluations(flowmo, search_passes, steps=decode_steps, cfg=decode_cfg)
+    if cost > limits.max_search_evaluations:
+        raise ValueError(f"token search of {search_passes} pass(es) would take {cost:,} decoder evaluations "
+                         f"({flowmo.config.bits_per_image} bits x "
+                         f"{flowmo.decode_evaluations(decode_steps, decode_cfg)} per decode, each pass); this demo "
+                         f"allows {limits.max_search_evaluations:,} (limits.max_search_evaluations): use fewer "
+                         "passes or decoder steps, or 0 passes")
     notes: list[str] = []
     original = image_tensor(limits, flowmo, image, "image", notes)
     if progress is not None:
         progress(0.0, "encoding")
     start = time.perf_counter()
-    indices = encoder_indices = pipe.tokenize(original)
+    bits_changed = 0
     if search_passes:
-        indices = pipe.search_tokens(original, passes=search_passes, seed=seed, steps=decode_steps, cfg=decode_cfg,
-                                     progress=within(progress, 0.0, 0.9))
+        found = pipe.search_tokens(original, passes=search_passes, seed=seed, steps=decode_steps, cfg=decode_cfg,
+                                   progress=within(progress, 0.0, 0.9))
+        indices, bits_changed = found.indices, int(found.flips.sum())
+    else:
+        indices = pipe.tokenize(original)
     encode_ms = (time.perf_counter() - start) * 1000
     start = time.perf_counter()
     recon = pipe.decode(indices, seed=seed, steps=decode_steps, cfg=decode_cfg,
@@ -129,12 +133,10 @@ def reconstruct(models: LoadedModels, limits: DemoLimits, lpips_metric: Callable
     return ReconstructionResult(
         original=original, reconstruction=recon, indices=indices,
         psnr=float(psnr(original, recon).mean()), lpips=lpips_value, lpips_calibrated=calibrated,
-        bits_per_pixel=tok.bits_per_pixel, bits=tok.code_length * tok.context_dim,
+        bits_per_pixel=tok.bits_per_pixel, bits=tok.bits_per_image,
         comparison=make_grid_image(for_display(torch.cat([original, recon])), nrow=2,
                                    labels=["original", "reconstruction"]),
         token_map=token_map(flowmo, indices, 1, ["tokens"]),
         tokenizer=tokenizer_domain(name).label, decode_steps=decode_steps, decode_cfg=decode_cfg,
         decode_ms=decode_ms, decode_evaluations=flowmo.decode_evaluations(decode_steps, decode_cfg),
-        search_passes=search_passes, encode_ms=encode_ms,
-        bits_changed=int((flowmo.indices_to_code(indices) != flowmo.indices_to_code(encoder_indices)).sum()),
-        notes=notes)
+        search_passes=search_passes, encode_ms=encode_ms, bits_changed=bits_changed, notes=notes)

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("name at least one run or --extra model")
     extras = dict(item.split("=", 1) for item in args.extra)
     first = load_flowmo(kept_steps(args.runs[0])[-1] if args.runs else next(iter(extras.values())))
-    size, bits = first.config.image_size, first.config.code_length * first.config.context_dim
+    size, bits = first.config.image_size, first.config.bits_per_image
     fixed = {name: crops(args.root, split, size, args.eval_crops, args.num_images)[0]
              for name, split in SETS.items() if split != "train"}
     print(f"photo generalisation on {describe(torch.device('cpu'))}: {bits} bits per {size}-px image, "

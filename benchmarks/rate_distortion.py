@@ -196,13 +196,16 @@ def encode_all(model: FlowMo, images: torch.Tensor, batch_size: int) -> torch.Te
 
 
 def search_all(model: FlowMo, images: torch.Tensor, noise: torch.Tensor, passes: int, batch_size: int,
-               decode_kwargs: dict[str, Any]) -> tuple[torch.Tensor, float]:
+               decode_kwargs: dict[str, Any], codes: torch.Tensor | None = None,
+               order_seed: int = 0) -> tuple[torch.Tensor, float]:
     """images, noise (N,3,H,W) -> (codes (N,L,C) found by ``passes`` of code search for the decoder noise and
-    settings they will be decoded with, encode ms per image)."""
+    settings they will be decoded with, encode ms per image). ``codes``: where to start (default: the
+    encoder's); ``order_seed``: as :func:`tokenizer.search_code` (pass ``p`` of a call with ``order_seed=0``
+    visits the bits as a one-pass call with ``order_seed=p``)."""
     from tqdm import tqdm
 
-    device, codes = model.device, []
-    bits = model.config.code_length * model.config.context_dim
+    device, found_codes = model.device, []
+    bits = model.config.bits_per_image
     with tqdm(total=len(images) * passes * bits, desc=f"code search ({passes} passes)", unit="decode",
               unit_scale=True) as bar:
         synchronize(device)
@@ -215,12 +218,14 @@ def search_all(model: FlowMo, images: torch.Tensor, noise: torch.Tensor, passes:
                 bar.update((done - last[0]) * rows)
                 last[0] = done
 
-            found = search_code(model, images[batch].to(device), passes=passes, noise=noise[batch].to(device),
-                                progress=advance, **decode_kwargs)
-            codes.append(found.code.cpu())
+            start_code = None if codes is None else codes[batch].to(device)
+            found = search_code(model, images[batch].to(device), passes=passes, code=start_code,
+                                noise=noise[batch].to(device), order_seed=order_seed, progress=advance,
+                                **decode_kwargs)
+            found_codes.append(found.code.cpu())
         synchronize(device)
         elapsed = time.perf_counter() - start_time
-    return torch.cat(codes), 1000.0 * elapsed / len(images)
+    return torch.cat(found_codes), 1000.0 * elapsed / len(images)
 
 
 # ---------------------------------------------------------------------------------------- codecs
@@ -359,7 +364,7 @@ def main(argv: Sequence[str] | None = None, sweep: Sequence[tuple[int, float]] =
     device = torch.device(args.device)
     model = load_flowmo(args.checkpoint).to(device).eval()
     config = model.config
-    bits = config.code_length * config.context_dim
+    bits = config.bits_per_image
     images, labels, data_name = load_held_out(args, config.image_size)
     out_dir = Path(args.out_dir) if args.out_dir is not None else RESULTS_DIR / f"rd_{data_name}"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from runkit.pretrained import hub_repo_id
-from tokenizer import FlowMo, load_flowmo, search_code
+from tokenizer import CodeSearchResult, FlowMo, load_flowmo, search_code
 
 from .base import GeneratorModel
 from .loading import load_generator
@@ -225,11 +225,11 @@ class Pipeline:
         return self._decode(indices, noise, steps, cfg, progress, (0.0, 1.0))
 
     def search_tokens(self, images: Any, *, passes: int = 2, seed: int = 0, steps: int | None = None,
-                      cfg: float | None = None, progress: ProgressFn | None = None) -> Tensor:
-        """Images (as :meth:`tokenize` takes them) -> token indices (B, N) on the CPU found by code search
-        (:func:`tokenizer.search_code`): the same number of bits as :meth:`tokenize`'s, chosen so that
-        :meth:`decode` with this ``seed``, ``steps`` and ``cfg`` comes closer to the images. Costs ``passes``
-        decodes per bit per image."""
+                      cfg: float | None = None, progress: ProgressFn | None = None) -> CodeSearchResult:
+        """Images (as :meth:`tokenize` takes them) -> code search (:func:`tokenizer.search_code`) from the
+        encoder's tokens, on the CPU: ``.indices`` (B, N) are tokens of as many bits as :meth:`tokenize`'s,
+        chosen so that :meth:`decode` with this ``seed``, ``steps`` and ``cfg`` comes closer to the images;
+        ``.flips`` counts the bits changed. Costs ``passes`` decodes per bit per image."""
         batch = self._image_batch(images)
         noise = self._noise(batch.shape[0], torch.Generator().manual_seed(seed))
 
@@ -240,14 +240,15 @@ class Pipeline:
         with torch.inference_mode():
             found = search_code(self.tokenizer, batch, passes=passes, noise=noise.to(self.tokenizer.device),
                                 steps=steps, cfg=cfg, progress=report)
-        return found.indices.cpu()
+        return CodeSearchResult(**{name: value.cpu() if isinstance(value, Tensor) else value
+                                   for name, value in vars(found).items()})
 
     def reconstruct(self, image: Any, *, seed: int = 0, steps: int | None = None,
                     cfg: float | None = None, search_passes: int = 0) -> Image.Image:
         """One image (PIL, path, bytes or a (1, 3, S, S) tensor) -> tokens -> the decoded PIL image.
         ``search_passes`` > 0: the tokens come from :meth:`search_tokens` (closer, slower to find)."""
         image = self._image_batch(image)[:1]
-        indices = (self.search_tokens(image, passes=search_passes, seed=seed, steps=steps, cfg=cfg)
+        indices = (self.search_tokens(image, passes=search_passes, seed=seed, steps=steps, cfg=cfg).indices
                    if search_passes else self.tokenize(image))
         return to_pil(self.decode(indices, seed=seed, steps=steps, cfg=cfg))[0]
 

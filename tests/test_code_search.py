@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from tokenizer import FlowMo, FlowMoConfig, search_code
+from tokenizer import FlowMo, FlowMoConfig, search_code, search_evaluations
 from tokenizer.code_search import reconstruction_mse
 
 DECODE = {"steps": 1, "cfg": 1.0}
@@ -77,9 +77,15 @@ def test_progress_reaches_the_total(model, images, noise):
     calls = []
     search_code(model, images[:1], passes=1, noise=noise[:1], progress=lambda done, total: calls.append((done, total)),
                 **DECODE)
-    bits = model.config.code_length * model.config.context_dim
+    bits = model.config.bits_per_image
     assert calls[-1] == (bits, bits)
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
+def test_search_cost_counts_a_decode_per_bit_and_pass(model):
+    assert model.config.bits_per_image == 4 * 6
+    assert search_evaluations(model, 3, **DECODE) == 3 * 24 * 1
+    assert search_evaluations(model, 1, steps=4, cfg=1.5, cfg_interval=None) == 24 * 4 * 2  # guided: 2 per step
 
 
 def test_search_stops_after_a_pass_that_keeps_nothing(model, images, noise):

@@ -85,9 +85,11 @@ def test_searched_tokens_decode_closer_with_the_same_bits(pipe):
     image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     x = pipe.image_tensor(image).float()
     encoder = pipe.tokenize(image)
-    searched = pipe.search_tokens(image, passes=1, seed=3, steps=2)
+    found = pipe.search_tokens(image, passes=1, seed=3, steps=2)
+    searched = found.indices
     assert searched.shape == encoder.shape and searched.dtype == torch.int64
     assert not torch.equal(searched, encoder)
+    assert int(found.flips.sum()) == sum(bin(int(a) ^ int(b)).count("1") for a, b in zip(searched[0], encoder[0]))
 
     def error(indices):
         return float((pipe.decode(indices, seed=3, steps=2) - x).square().mean())

@@ -4,8 +4,8 @@ The encoder predicts a code in one pass (amortised inference); a small encoder l
 its code and the best code the decoder can turn back into the image. :func:`search_code` closes part
 of that gap the way classic encoders do rate-distortion optimisation: it decodes candidate codes and
 keeps what brings the reconstruction closer to the input. The bits per image, the decoder and the
-token format are unchanged; only encoding costs more (``passes * code_length * context_dim`` decodes
-per image, batched over the images).
+token format are unchanged; only encoding costs more (``passes * bits_per_image`` decodes per image,
+batched over the images: :func:`search_evaluations`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ def reconstruction_mse(model: FlowMo, code: Tensor, images: Tensor, noise: Tenso
     """code (B, L, C), images and noise (B, 3, H, W) -> (B,) mean squared error of decode(code) to images."""
     recon = model.decode(code, noise=noise, **decode_kwargs)
     return (recon.float() - images.float()).square().flatten(1).mean(1)
+
+
+def search_evaluations(model: FlowMo, passes: int, **decode_kwargs: Any) -> int:
+    """Decoder network evaluations per image of ``passes`` full passes of :func:`search_code` with these decode
+    settings (its cost; early stopping can only make it less)."""
+    return passes * model.config.bits_per_image * model.decode_evaluations(**decode_kwargs)
 
 
 def search_code(model: FlowMo, images: Tensor, *, passes: int = 2, code: Tensor | None = None,

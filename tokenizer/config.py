@@ -123,8 +123,12 @@ class FlowMoConfig:
         return 2**self.lfq_bits
 
     @property
+    def bits_per_image(self) -> int:
+        return self.code_length * self.context_dim
+
+    @property
     def bits_per_pixel(self) -> float:
-        return self.code_length * self.context_dim / self.image_size**2
+        return self.bits_per_image / self.image_size**2
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:

@@ -203,7 +203,7 @@ class FlowMo(Pretrained, nn.Module):
 
     def card_fields(self) -> dict[str, str]:
         c = self.config
-        bits = c.code_length * c.context_dim
+        bits = c.bits_per_image
         return {"title": "FlowMo image tokenizer",
                 "summary": (f"A {c.image_size}×{c.image_size} px image becomes {c.num_indices} discrete tokens of "
                             f"vocabulary {c.vocab_size} ({bits} bits, {c.bits_per_pixel:.4f} bits per pixel) and is "
